@@ -1,0 +1,454 @@
+//! The Coveralls Parallel Build Webhook: the request, its answer, and when to try again.
+
+use std::hash::{BuildHasher, RandomState};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use serde_json::Value;
+use ureq::Agent;
+use ureq::http::{StatusCode, Uri};
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
+
+use crate::Error;
+use crate::config::{Build, Config};
+use crate::env::Env;
+use crate::report::Reporter;
+
+pub const USER_AGENT: &str = concat!("coveralls-finish/", env!("CARGO_PKG_VERSION"));
+/// The longest wait between two attempts, whether backoff or `Retry-After` asks for more.
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
+const FIRST_WAIT: Duration = Duration::from_secs(1);
+/// Bodies larger than this are not Coveralls answering.
+const MAX_ANSWER: u64 = 1 << 20;
+
+/// The JSON body: a superset of what the official reporter sends. The token travels here,
+/// never in the URL, where proxies and servers would log it.
+#[derive(Serialize)]
+pub struct Body<'a> {
+    pub repo_token: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repo_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<&'a str>,
+    pub service_number: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_attempt: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub carryforward: Option<String>,
+    pub payload: Payload<'a>,
+}
+
+#[derive(Serialize)]
+pub struct Payload<'a> {
+    pub build_num: &'a str,
+    pub status: &'static str,
+}
+
+impl<'a> Body<'a> {
+    pub fn new(config: &'a Config, repo_token: &'a str) -> Self {
+        let build = &config.build;
+        Body {
+            repo_token,
+            repo_name: build.repo_name.as_deref(),
+            service_name: build.service_name.as_deref(),
+            service_number: &build.number,
+            service_attempt: build.attempt.as_deref(),
+            carryforward: Some(config.carryforward.join(",")).filter(|flags| !flags.is_empty()),
+            payload: Payload {
+                build_num: &build.number,
+                status: "done",
+            },
+        }
+    }
+}
+
+pub fn webhook_url(endpoint: &str) -> String {
+    format!("{endpoint}/webhook")
+}
+
+/// A closed build, as Coveralls described it.
+#[derive(Debug)]
+pub struct Closed {
+    pub url: Option<String>,
+    pub jobs: Option<u64>,
+    /// The answer as received, for the `coveralls-api-result` output.
+    pub raw: String,
+}
+
+/// What one attempt came to.
+enum Attempt {
+    Closed(Closed),
+    /// Worth another try; `after` is the server's `Retry-After`.
+    Retry {
+        error: Error,
+        after: Option<Duration>,
+    },
+    Fail(Error),
+}
+
+pub fn agent(config: &Config, env: &Env) -> Result<Agent, Error> {
+    let uri: Uri = config.endpoint.parse().expect("endpoint checked in config");
+    let mut builder = Agent::config_builder()
+        .http_status_as_error(false)
+        // A redirect is reported, not followed: the token must not travel on to another host.
+        .max_redirects(0)
+        .timeout_global(Some(config.timeout))
+        .user_agent(USER_AGENT)
+        .accept("application/json")
+        .proxy(proxy(env, &uri)?);
+    if uri.scheme_str() == Some("https") {
+        // ring rather than aws-lc: a fraction of the size, and no C toolchain to build it.
+        // An error only means a provider is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        builder = builder.tls_config(TlsConfig::builder().root_certs(root_certs()).build());
+    }
+    Ok(builder.build().new_agent())
+}
+
+/// The bundled Mozilla roots and the platform's store (which honours `SSL_CERT_FILE` and
+/// `SSL_CERT_DIR`), so a private CA works without ever turning verification off.
+fn root_certs() -> RootCerts {
+    let bundled = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .map(|der| Certificate::from_der(der.as_ref()));
+    let platform = rustls_native_certs::load_native_certs().certs;
+    let platform = platform
+        .iter()
+        .map(|der| Certificate::from_der(der.as_ref()).to_owned());
+    RootCerts::from(bundled.chain(platform))
+}
+
+/// `HTTPS_PROXY` or `HTTP_PROXY` by the endpoint's scheme, then `ALL_PROXY`; `NO_PROXY` applies.
+fn proxy(env: &Env, endpoint: &Uri) -> Result<Option<ureq::Proxy>, Error> {
+    let names: &[&str] = if endpoint.scheme_str() == Some("https") {
+        &["https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"]
+    } else {
+        &["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"]
+    };
+    let mut found = None;
+    for name in names {
+        if let Some(value) = env.get(name)? {
+            found = Some((*name, value));
+            break;
+        }
+    }
+    let Some((name, value)) = found else {
+        return Ok(None);
+    };
+    // The value may hold a password: name the variable, never print the value.
+    let bad = || Error::config(format!("{name} is not a valid proxy URL"));
+    let parsed = ureq::Proxy::new(value).map_err(|_| bad())?;
+    let mut builder = ureq::Proxy::builder(parsed.protocol())
+        .host(parsed.host())
+        .port(parsed.port());
+    if let Some(user) = parsed.username() {
+        builder = builder.username(user);
+    }
+    if let Some(password) = parsed.password() {
+        builder = builder.password(password);
+    }
+    for name in ["no_proxy", "NO_PROXY"] {
+        for entry in env.get(name)?.unwrap_or_default().split(',') {
+            builder = builder.no_proxy(entry.trim());
+        }
+    }
+    let proxy = builder.build().map_err(|_| bad())?;
+    Ok((!proxy.is_no_proxy(endpoint)).then_some(proxy))
+}
+
+/// Close the build, retrying what may pass. Logs each retry with its reason.
+pub fn close(
+    agent: &Agent,
+    config: &Config,
+    body: &[u8],
+    ui: &mut Reporter,
+) -> Result<Closed, Error> {
+    let url = webhook_url(&config.endpoint);
+    let attempts = config.retries + 1;
+    for attempt in 1..=attempts {
+        if config.debug {
+            ui.debug_block(&format!("POST {url} (attempt {attempt}/{attempts})"), &[]);
+        }
+        let error = match send(agent, &url, body, &config.build, ui, config.debug) {
+            Attempt::Closed(closed) => return Ok(closed),
+            Attempt::Fail(error) => return Err(error),
+            Attempt::Retry { error, .. } if attempt == attempts => error,
+            Attempt::Retry { error, after } => {
+                let (wait, why) = match after {
+                    Some(after) => (after.min(MAX_WAIT), "as Retry-After asks"),
+                    None => (backoff(attempt), "backing off"),
+                };
+                ui.log(&format!(
+                    "attempt {attempt}/{attempts} failed: {}; retrying in {:.1}s ({why})",
+                    error.message,
+                    wait.as_secs_f64()
+                ));
+                std::thread::sleep(wait);
+                continue;
+            }
+        };
+        return Err(if attempts > 1 {
+            error.context(format!("gave up after {attempts} attempts; the last"))
+        } else {
+            error
+        });
+    }
+    unreachable!("the loop returns on its last attempt")
+}
+
+/// Exponential backoff with jitter: about 1s, 2s, 4s, … capped, each between half and all of it.
+fn backoff(attempt: u32) -> Duration {
+    let full = FIRST_WAIT
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(MAX_WAIT);
+    let jitter = RandomState::new().hash_one(attempt) % 1000;
+    full / 2 + (full / 2).mul_f64(jitter as f64 / 1000.0)
+}
+
+fn send(
+    agent: &Agent,
+    url: &str,
+    body: &[u8],
+    build: &Build,
+    ui: &mut Reporter,
+    debug: bool,
+) -> Attempt {
+    let answer = agent
+        .post(url)
+        .header("Content-Type", "application/json")
+        .send(body);
+    let mut response = match answer {
+        Ok(response) => response,
+        Err(err) => return transport_error(url, err),
+    };
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let raw = match response
+        .body_mut()
+        .with_config()
+        .limit(MAX_ANSWER)
+        .read_to_vec()
+    {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(err) => return transport_error(url, err),
+    };
+    if debug {
+        ui.debug_block(&format!("answer: {}", status_line(status)), &[&raw]);
+    }
+    judge(status, &raw, location, retry_after, build)
+}
+
+fn transport_error(url: &str, err: ureq::Error) -> Attempt {
+    use ureq::Error as E;
+    let message = match &err {
+        E::Timeout(_) => "no complete answer within the timeout (COVERALLS_TIMEOUT)".to_owned(),
+        other => other.to_string(),
+    };
+    let error = Error::close(format!("could not reach {url}: {message}"));
+    match err {
+        E::Timeout(_)
+        | E::Io(_)
+        | E::HostNotFound
+        | E::ConnectionFailed
+        | E::Protocol(_)
+        | E::BodyStalled
+        | E::ConnectProxyFailed(_) => Attempt::Retry { error, after: None },
+        E::Tls(_) | E::Rustls(_) => Attempt::Fail(error.hint(
+            "the TLS certificate was not trusted; for a private CA set SSL_CERT_FILE to its PEM \
+             bundle (verification is never turned off)",
+        )),
+        _ => Attempt::Fail(error),
+    }
+}
+
+/// Decide what an answer means. Success is 2xx and `"done": true` and no `"error"`.
+fn judge(
+    status: StatusCode,
+    raw: &str,
+    location: Option<String>,
+    retry_after: Option<Duration>,
+    build: &Build,
+) -> Attempt {
+    let json: Option<Value> = serde_json::from_str(raw).ok();
+    let field = |name: &str| {
+        json.as_ref()
+            .and_then(|j| j.get(name))
+            .filter(|v| !v.is_null())
+    };
+    let failed = |why: String| {
+        let mut error = Error::close(format!("Coveralls answered {}: {why}", status_line(status)));
+        error.answer = Some(raw.to_owned());
+        error
+    };
+
+    if status.is_success() {
+        if let Some(error) = field("error") {
+            return Attempt::Fail(failed(text_of(error)));
+        }
+        return match field("done").and_then(Value::as_bool) {
+            Some(true) => Attempt::Closed(Closed {
+                url: field("url").and_then(Value::as_str).map(str::to_owned),
+                jobs: field("jobs").and_then(Value::as_u64),
+                raw: raw.to_owned(),
+            }),
+            Some(false) => {
+                Attempt::Fail(failed("\"done\" is false: the build was not closed".into()))
+            }
+            None => Attempt::Fail(failed(format!(
+                "no \"done\": true in the answer: {}",
+                summarize(raw)
+            ))),
+        };
+    }
+    let why = field("error")
+        .or(field("message"))
+        .map(text_of)
+        .unwrap_or_else(|| summarize(raw));
+    if status.is_redirection() {
+        let to = location.unwrap_or_else(|| "nowhere (no Location header)".to_owned());
+        return Attempt::Fail(
+            failed(format!("a redirect to {to}, which is not followed")).hint(
+                "point COVERALLS_ENDPOINT at the final address (redirects are not followed so \
+             the token never travels on)",
+            ),
+        );
+    }
+    let error = failed(why.clone());
+    match status.as_u16() {
+        408 | 429 | 405 | 500..=599 => Attempt::Retry {
+            error,
+            after: retry_after,
+        },
+        422 if why.contains("No build matching") => Attempt::Fail(error.hint(format!(
+            "sent build number {} (from {}); the parallel uploads must have sent the same \
+             service_number, and at least one must have reached Coveralls with parallel: true",
+            build.number, build.number_from
+        ))),
+        401 | 403 | 422 => Attempt::Fail(error.hint(
+            "check that COVERALLS_REPO_TOKEN is this repository's Coveralls repo token \
+             (with a GITHUB_TOKEN, the repository name must be sent: COVERALLS_REPO_NAME)",
+        )),
+        _ => Attempt::Fail(error),
+    }
+}
+
+fn status_line(status: StatusCode) -> String {
+    match status.canonical_reason() {
+        Some(reason) => format!("{} {reason}", status.as_u16()),
+        None => status.as_u16().to_string(),
+    }
+}
+
+fn text_of(value: &Value) -> String {
+    match value {
+        Value::String(text) => one_line(text, 300),
+        other => one_line(&other.to_string(), 300),
+    }
+}
+
+/// A short, single-line account of a body that is not the JSON we expect. An HTML page
+/// (a gateway or maintenance page) is named by its title rather than dumped.
+pub fn summarize(raw: &str) -> String {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return "an empty body".to_owned();
+    }
+    let lower = trimmed.to_ascii_lowercase();
+    if lower.starts_with("<!doctype html") || lower.starts_with("<html") || lower.contains("<body")
+    {
+        let title = lower
+            .find("<title>")
+            .map(|start| start + "<title>".len())
+            .and_then(|start| Some(start..start + lower[start..].find("</title>")?))
+            .map(|range| one_line(&trimmed[range], 120));
+        return match title {
+            Some(title) if !title.is_empty() => {
+                format!("an HTML page titled {title:?} ({} bytes)", raw.len())
+            }
+            _ => format!("an HTML page ({} bytes)", raw.len()),
+        };
+    }
+    one_line(trimmed, 300)
+}
+
+/// Collapse whitespace (so server text can never start a line of its own) and cut to `max` chars.
+pub fn one_line(text: &str, max: usize) -> String {
+    let mut line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if let Some((cut, _)) = line.char_indices().nth(max) {
+        line.truncate(cut);
+        line.push('…');
+    }
+    line
+}
+
+/// `Retry-After`: delta-seconds or an HTTP date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(SystemTime::now()).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_within_jitter_and_is_capped() {
+        for attempt in 1..=8 {
+            let full = Duration::from_secs(1 << (attempt - 1)).min(MAX_WAIT);
+            let wait = backoff(attempt);
+            assert!(
+                wait >= full / 2 && wait <= full,
+                "attempt {attempt}: {wait:?}"
+            );
+        }
+        assert!(backoff(40) <= MAX_WAIT);
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_and_dates() {
+        assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
+        let soon = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(90));
+        let wait = parse_retry_after(&soon).unwrap();
+        assert!(
+            wait > Duration::from_secs(80) && wait <= Duration::from_secs(90),
+            "{wait:?}"
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn html_is_summarised_by_its_title() {
+        let page = "<html><head><title>502 Bad\n Gateway</title></head><body>x</body></html>";
+        assert_eq!(
+            summarize(page),
+            format!(
+                "an HTML page titled \"502 Bad Gateway\" ({} bytes)",
+                page.len()
+            )
+        );
+        assert_eq!(
+            summarize("<!DOCTYPE html><p>down</p>"),
+            "an HTML page (26 bytes)"
+        );
+        assert_eq!(summarize("  \n"), "an empty body");
+        assert_eq!(one_line("a\r\n::error::b", 100), "a ::error::b");
+        assert_eq!(one_line("ééé", 2), "éé…");
+    }
+}
