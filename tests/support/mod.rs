@@ -1,0 +1,332 @@
+//! A recording HTTP server on loopback that answers from a script, and a runner for the
+//! built binary with an explicit environment.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// What the server does with the next request.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    Answer {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+    },
+    /// Read the request and never answer.
+    Stall,
+}
+
+pub fn json(status: u16, body: &str) -> Reply {
+    Reply::Answer {
+        status,
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: body.into(),
+    }
+}
+
+pub fn with_header(reply: Reply, name: &str, value: &str) -> Reply {
+    match reply {
+        Reply::Answer {
+            status,
+            mut headers,
+            body,
+        } => {
+            headers.push((name.into(), value.into()));
+            Reply::Answer {
+                status,
+                headers,
+                body,
+            }
+        }
+        Reply::Stall => Reply::Stall,
+    }
+}
+
+pub const CLOSED: &str = r#"{"done":true,"url":"https://coveralls.io/builds/77","jobs":3}"#;
+
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).expect("the request body is JSON")
+    }
+}
+
+pub struct Server {
+    addr: SocketAddr,
+    log: Arc<Mutex<Vec<Recorded>>>,
+}
+
+impl Server {
+    /// Answers the n-th request with the n-th reply; the last reply repeats.
+    pub fn start(script: Vec<Reply>) -> Server {
+        assert!(!script.is_empty());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(script);
+        let next = Arc::new(AtomicUsize::new(0));
+        let server_log = Arc::clone(&log);
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (log, script, next) = (
+                    Arc::clone(&server_log),
+                    Arc::clone(&script),
+                    Arc::clone(&next),
+                );
+                thread::spawn(move || serve(stream, &log, &script, &next));
+            }
+        });
+        Server { addr, log }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The one request a test expected.
+    pub fn only_request(&self) -> Recorded {
+        let requests = self.requests();
+        assert_eq!(requests.len(), 1, "{requests:#?}");
+        requests.into_iter().next().unwrap()
+    }
+}
+
+fn serve(stream: TcpStream, log: &Mutex<Vec<Recorded>>, script: &[Reply], next: &AtomicUsize) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut stream = stream;
+    while let Some(request) = read_request(&mut reader) {
+        let connect = request.method == "CONNECT";
+        log.lock().unwrap().push(request);
+        if connect {
+            // Act as a proxy that tunnels to itself: the next request arrives on this stream.
+            let _ = stream.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+            continue;
+        }
+        let n = next.fetch_add(1, Ordering::SeqCst);
+        match &script[n.min(script.len() - 1)] {
+            Reply::Stall => {
+                thread::sleep(Duration::from_secs(20));
+                return;
+            }
+            Reply::Answer {
+                status,
+                headers,
+                body,
+            } => {
+                let mut head = format!(
+                    "HTTP/1.1 {status} Scripted\r\nContent-Length: {}\r\nConnection: close\r\n",
+                    body.len()
+                );
+                for (name, value) in headers {
+                    head += &format!("{name}: {value}\r\n");
+                }
+                let _ = stream.write_all(format!("{head}\r\n{body}").as_bytes());
+                return;
+            }
+        }
+    }
+}
+
+fn read_request(reader: &mut impl BufRead) -> Option<Recorded> {
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let mut parts = line.split_whitespace();
+    let (method, target) = (parts.next()?.to_owned(), parts.next()?.to_owned());
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':')?;
+        headers.push((name.trim().to_owned(), value.trim().to_owned()));
+    }
+    let length = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .map_or(0, |(_, v)| v.parse().unwrap());
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(Recorded {
+        method,
+        target,
+        headers,
+        body: String::from_utf8(body).unwrap(),
+    })
+}
+
+/// A port on which nothing listens.
+pub fn refused_url() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}")
+}
+
+/// Variables for one case of a table-driven test.
+pub type Vars<'a> = &'a [(&'a str, &'a str)];
+
+pub const TOKEN: &str = "tok-9DhgwUv9YiJjkm6PP4c6DxBgeUiXObJjK";
+
+/// The binary, run with exactly the environment given (nothing inherited).
+#[derive(Default)]
+pub struct Finish {
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+    github: Option<tempfile::TempDir>,
+}
+
+pub fn finish() -> Finish {
+    Finish::default()
+}
+
+impl Finish {
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn envs(mut self, vars: &[(&str, &str)]) -> Self {
+        for (name, value) in vars {
+            self = self.env(name, value);
+        }
+        self
+    }
+
+    /// The usual: a token, a build number, the server as endpoint, quick retries.
+    pub fn against(self, server: &Server) -> Self {
+        self.env("COVERALLS_REPO_TOKEN", TOKEN)
+            .env("COVERALLS_ENDPOINT", &server.url())
+            .env("COVERALLS_SERVICE_NUMBER", "42")
+    }
+
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Run as a GitHub Actions step, with output and summary files.
+    pub fn github(mut self) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("output");
+        let summary = dir.path().join("summary");
+        self.github = Some(dir);
+        self.env("GITHUB_ACTIONS", "true")
+            .env("GITHUB_OUTPUT", output.to_str().unwrap())
+            .env("GITHUB_STEP_SUMMARY", summary.to_str().unwrap())
+    }
+
+    pub fn run(self) -> Outcome {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_coveralls-finish"));
+        command.env_clear().args(&self.args);
+        // Windows cannot start a process without these.
+        for keep in ["SYSTEMROOT", "SystemRoot"] {
+            if let Ok(value) = std::env::var(keep) {
+                command.env(keep, value);
+            }
+        }
+        for (name, value) in &self.env {
+            command.env(name, value);
+        }
+        let started = Instant::now();
+        let output = command.output().unwrap();
+        let read = |name: &str| {
+            let dir = self.github.as_ref()?;
+            std::fs::read_to_string(dir.path().join(name)).ok()
+        };
+        let outcome = Outcome {
+            code: output.status.code().expect("exited"),
+            stdout: String::from_utf8(output.stdout).unwrap(),
+            stderr: String::from_utf8(output.stderr).unwrap(),
+            outputs: read("output"),
+            summary: read("summary"),
+            elapsed: started.elapsed(),
+        };
+        let token = self.env.iter().find(|(n, _)| n == "COVERALLS_REPO_TOKEN");
+        if let Some((_, token)) = token {
+            outcome.assert_no_secret(token);
+        }
+        outcome
+    }
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub outputs: Option<String>,
+    pub summary: Option<String>,
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    /// The secret appears nowhere but in the one `::add-mask::` line GitHub needs to hide it.
+    pub fn assert_no_secret(&self, secret: &str) {
+        let mask = format!("::add-mask::{secret}");
+        for line in self.stdout.lines().chain(self.stderr.lines()) {
+            assert!(
+                line == mask || !line.contains(secret),
+                "secret printed: {line:?}\n{self:#?}"
+            );
+        }
+        for file in [&self.outputs, &self.summary].into_iter().flatten() {
+            assert!(!file.contains(secret), "secret written: {file}");
+        }
+    }
+
+    pub fn all_output(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+
+    /// Parsed `name<<DELIMITER` blocks of `$GITHUB_OUTPUT`.
+    pub fn step_outputs(&self) -> BTreeMap<String, String> {
+        let text = self.outputs.as_deref().expect("GITHUB_OUTPUT was written");
+        let mut outputs = BTreeMap::new();
+        let mut lines = text.lines();
+        while let Some(head) = lines.next() {
+            let (name, delimiter) = head.split_once("<<").expect("multi-line form");
+            let mut value = Vec::new();
+            for line in lines.by_ref() {
+                if line == delimiter {
+                    break;
+                }
+                value.push(line);
+            }
+            outputs.insert(name.to_owned(), value.join("\n"));
+        }
+        outputs
+    }
+}
