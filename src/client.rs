@@ -254,6 +254,20 @@ fn transport_error(url: &str, err: ureq::Error) -> Attempt {
         other => other.to_string(),
     };
     let error = Error::close(format!("could not reach {url}: {message}"));
+    // rustls reports a refused certificate as an I/O error that wraps its own.
+    let tls_failed = match &err {
+        E::Io(io) => io
+            .get_ref()
+            .is_some_and(|inner| inner.is::<rustls::Error>()),
+        E::Tls(_) | E::Rustls(_) => true,
+        _ => false,
+    };
+    if tls_failed {
+        return Attempt::Fail(error.hint(
+            "the TLS certificate was not trusted; for a private CA set SSL_CERT_FILE to its PEM \
+             bundle (verification is never turned off)",
+        ));
+    }
     match err {
         E::Timeout(_)
         | E::Io(_)
@@ -262,10 +276,6 @@ fn transport_error(url: &str, err: ureq::Error) -> Attempt {
         | E::Protocol(_)
         | E::BodyStalled
         | E::ConnectProxyFailed(_) => Attempt::Retry { error, after: None },
-        E::Tls(_) | E::Rustls(_) => Attempt::Fail(error.hint(
-            "the TLS certificate was not trusted; for a private CA set SSL_CERT_FILE to its PEM \
-             bundle (verification is never turned off)",
-        )),
         _ => Attempt::Fail(error),
     }
 }

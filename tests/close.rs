@@ -718,3 +718,42 @@ fn help_and_version() {
         format!("coveralls-finish {}\n", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn a_private_ca_is_trusted_through_ssl_cert_file_and_never_otherwise() {
+    let (server, ca_pem) = Server::start_tls(vec![json(200, CLOSED)]);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let endpoint = format!("https://localhost:{}", server.addr().port());
+    let run = || {
+        finish()
+            .env("COVERALLS_REPO_TOKEN", TOKEN)
+            .env("COVERALLS_SERVICE_NUMBER", "42")
+            .env("COVERALLS_ENDPOINT", &endpoint)
+            .env("COVERALLS_RETRIES", "3")
+    };
+
+    let out = run().run();
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(
+        server.requests().is_empty(),
+        "nothing is sent to an untrusted server"
+    );
+    assert!(
+        !out.stderr.contains("retrying"),
+        "a certificate does not change on retry: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(
+            "hint: the TLS certificate was not trusted; for a private CA set SSL_CERT_FILE"
+        ),
+        "{}",
+        out.stderr
+    );
+
+    let out = run().env("SSL_CERT_FILE", ca_file.to_str().unwrap()).run();
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(server.only_request().json()["repo_token"], TOKEN);
+}

@@ -4,8 +4,8 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -81,6 +81,39 @@ pub struct Server {
 impl Server {
     /// Answers the n-th request with the n-th reply; the last reply repeats.
     pub fn start(script: Vec<Reply>) -> Server {
+        Server::start_with(script, None)
+    }
+
+    /// The same over TLS, with a certificate for `localhost` from a private CA; returns
+    /// the CA's PEM, which a client must trust to talk to it.
+    pub fn start_tls(script: Vec<Reply>) -> (Server, String) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+            )
+            .unwrap();
+        (
+            Server::start_with(script, Some(Arc::new(config))),
+            ca_cert.pem(),
+        )
+    }
+
+    fn start_with(script: Vec<Reply>, tls: Option<Arc<rustls::ServerConfig>>) -> Server {
         assert!(!script.is_empty());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -95,7 +128,15 @@ impl Server {
                     Arc::clone(&script),
                     Arc::clone(&next),
                 );
-                thread::spawn(move || serve(stream, &log, &script, &next));
+                let tls = tls.clone();
+                thread::spawn(move || match tls {
+                    None => serve(stream, &log, &script, &next),
+                    Some(config) => {
+                        let connection = rustls::ServerConnection::new(config).unwrap();
+                        let stream = rustls::StreamOwned::new(connection, stream);
+                        serve(stream, &log, &script, &next)
+                    }
+                });
             }
         });
         Server { addr, log }
@@ -121,15 +162,21 @@ impl Server {
     }
 }
 
-fn serve(stream: TcpStream, log: &Mutex<Vec<Recorded>>, script: &[Reply], next: &AtomicUsize) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut stream = stream;
+fn serve(
+    stream: impl Read + Write,
+    log: &Mutex<Vec<Recorded>>,
+    script: &[Reply],
+    next: &AtomicUsize,
+) {
+    let mut reader = BufReader::new(stream);
     while let Some(request) = read_request(&mut reader) {
+        let stream = reader.get_mut();
         let connect = request.method == "CONNECT";
         log.lock().unwrap().push(request);
         if connect {
             // Act as a proxy that tunnels to itself: the next request arrives on this stream.
             let _ = stream.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+            let _ = stream.flush();
             continue;
         }
         let n = next.fetch_add(1, Ordering::SeqCst);
@@ -151,6 +198,7 @@ fn serve(stream: TcpStream, log: &Mutex<Vec<Recorded>>, script: &[Reply], next: 
                     head += &format!("{name}: {value}\r\n");
                 }
                 let _ = stream.write_all(format!("{head}\r\n{body}").as_bytes());
+                let _ = stream.flush();
                 return;
             }
         }
