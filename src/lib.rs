@@ -141,8 +141,13 @@ fn finish(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
     let config = config::load(env, flags)?;
     ui.debug = config.debug;
     let build = &config.build;
+    let doing = if config.dry_run {
+        "dry run for"
+    } else {
+        "closing"
+    };
     ui.log(&format!(
-        "coveralls-finish {VERSION}: closing build {} (from {}) at {}",
+        "coveralls-finish {VERSION}: {doing} build {} (from {}) at {}",
         build.number, build.number_from, config.endpoint
     ));
     if config.endpoint.starts_with("http://") && !is_loopback(&config.endpoint) {
