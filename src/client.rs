@@ -1,7 +1,7 @@
 //! The Coveralls Parallel Build Webhook: the request, its answer, and when to try again.
 
 use std::hash::{BuildHasher, RandomState};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -9,15 +9,17 @@ use ureq::Agent;
 use ureq::http::{StatusCode, Uri};
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
-use crate::Error;
 use crate::config::{Build, Config};
 use crate::env::Env;
 use crate::report::Reporter;
+use crate::{Error, Kind};
 
 pub const USER_AGENT: &str = concat!("coveralls-finish/", env!("CARGO_PKG_VERSION"));
 /// The longest wait between two attempts, whether backoff or `Retry-After` asks for more.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
 const FIRST_WAIT: Duration = Duration::from_secs(1);
+/// Under a deadline, no attempt starts with less time than this left.
+const MIN_ATTEMPT: Duration = Duration::from_millis(500);
 /// Bodies larger than this are not Coveralls answering.
 const MAX_ANSWER: u64 = 1 << 20;
 
@@ -157,19 +159,27 @@ fn proxy(env: &Env, endpoint: &Uri) -> Result<Option<ureq::Proxy>, Error> {
 }
 
 /// Close the build, retrying what may pass. Logs each retry with its reason.
+///
+/// With a `deadline` (the receiver must answer its caller in time), every attempt is cut to
+/// fit, and no retry starts that could not finish: the error is then [`Kind::OutOfTime`].
 pub fn close(
     agent: &Agent,
     config: &Config,
     body: &[u8],
     ui: &mut Reporter,
+    deadline: Option<Instant>,
 ) -> Result<Closed, Error> {
     let url = webhook_url(&config.endpoint);
     let attempts = config.retries + 1;
+    let remaining = || deadline.map(|d| d.saturating_duration_since(Instant::now()));
     for attempt in 1..=attempts {
-        if config.debug {
-            ui.debug_block(&format!("POST {url} (attempt {attempt}/{attempts})"), &[]);
-        }
-        let error = match send(agent, &url, body, &config.build, ui, config.debug) {
+        let timeout = match remaining() {
+            Some(left) if left < MIN_ATTEMPT => return Err(out_of_time(None)),
+            Some(left) => left.min(config.timeout),
+            None => config.timeout,
+        };
+        ui.debug_block(&format!("POST {url} (attempt {attempt}/{attempts})"), &[]);
+        let error = match send(agent, &url, body, timeout, &config.build, ui) {
             Attempt::Closed(closed) => return Ok(closed),
             Attempt::Fail(error) => return Err(error),
             Attempt::Retry { error, .. } if attempt == attempts => error,
@@ -178,6 +188,9 @@ pub fn close(
                     Some(after) => (after.min(MAX_WAIT), "as Retry-After asks"),
                     None => (backoff(attempt), "backing off"),
                 };
+                if remaining().is_some_and(|left| left < wait + MIN_ATTEMPT) {
+                    return Err(out_of_time(Some(error)));
+                }
                 ui.log(&format!(
                     "attempt {attempt}/{attempts} failed: {}; retrying in {:.1}s ({why})",
                     error.message,
@@ -187,6 +200,10 @@ pub fn close(
                 continue;
             }
         };
+        let error = Error {
+            kind: Kind::Unavailable,
+            ..error
+        };
         return Err(if attempts > 1 {
             error.context(format!("gave up after {attempts} attempts; the last"))
         } else {
@@ -194,6 +211,14 @@ pub fn close(
         });
     }
     unreachable!("the loop returns on its last attempt")
+}
+
+fn out_of_time(last: Option<Error>) -> Error {
+    let error = last.unwrap_or_else(|| Error::close("no attempt made"));
+    Error {
+        kind: Kind::OutOfTime,
+        ..error.context("out of time before Coveralls answered; the last")
+    }
 }
 
 /// Exponential backoff with jitter: about 1s, 2s, 4s, … capped, each between half and all of it.
@@ -209,12 +234,15 @@ fn send(
     agent: &Agent,
     url: &str,
     body: &[u8],
+    timeout: Duration,
     build: &Build,
     ui: &mut Reporter,
-    debug: bool,
 ) -> Attempt {
     let answer = agent
         .post(url)
+        .config()
+        .timeout_global(Some(timeout))
+        .build()
         .header("Content-Type", "application/json")
         .send(body);
     let mut response = match answer {
@@ -241,9 +269,7 @@ fn send(
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(err) => return transport_error(url, err),
     };
-    if debug {
-        ui.debug_block(&format!("answer: {}", status_line(status)), &[&raw]);
-    }
+    ui.debug_block(&format!("answer: {}", status_line(status)), &[&raw]);
     judge(status, &raw, location, retry_after, build)
 }
 

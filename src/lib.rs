@@ -23,7 +23,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// A failure, with the exit code it maps to.
 #[derive(Debug)]
 pub struct Error {
-    kind: Kind,
+    pub kind: Kind,
     pub message: String,
     hint: Option<String>,
     /// The server's answer, when there was one.
@@ -34,8 +34,12 @@ pub struct Error {
 pub enum Kind {
     /// Exit 2: the settings are wrong; nothing was sent.
     Config,
-    /// Exit 1: the server refused, or could not be reached in time.
-    Close,
+    /// Exit 1: Coveralls refused, in a way another try would not change.
+    Refused,
+    /// Exit 1: Coveralls failed or could not be reached, on every attempt.
+    Unavailable,
+    /// Exit 1: a deadline came before Coveralls answered.
+    OutOfTime,
 }
 
 impl Error {
@@ -44,7 +48,7 @@ impl Error {
     }
 
     pub fn close(message: impl Into<String>) -> Self {
-        Error::new(Kind::Close, message.into())
+        Error::new(Kind::Refused, message.into())
     }
 
     fn new(kind: Kind, message: String) -> Self {
@@ -54,10 +58,6 @@ impl Error {
             hint: None,
             answer: None,
         }
-    }
-
-    pub fn kind(&self) -> Kind {
-        self.kind
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
@@ -73,7 +73,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self.kind {
             Kind::Config => 2,
-            Kind::Close => 1,
+            Kind::Refused | Kind::Unavailable | Kind::OutOfTime => 1,
         }
     }
 }
@@ -171,7 +171,7 @@ fn finish(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
     }
     let agent = client::agent(&config, env)?;
     let json = serde_json::to_vec(&body).expect("the body serialises");
-    let result = client::close(&agent, &config, &json, ui);
+    let result = client::close(&agent, &config, &json, ui, None);
     report(&config, &result, ui);
     let closed = result?;
     let jobs = match closed.jobs {
