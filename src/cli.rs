@@ -106,14 +106,28 @@ impl Flags {
     }
 }
 
+/// `coveralls-finish serve`: where to listen, and the projects file.
+#[derive(Debug, Default)]
+pub struct ServeFlags {
+    pub listen: Option<String>,
+    pub config: Option<std::path::PathBuf>,
+}
+
 #[derive(Debug)]
 pub enum Command {
     Close(Flags),
+    Serve(ServeFlags),
     Help,
+    ServeHelp,
     Version,
 }
 
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, Error> {
+    let mut args = args.into_iter().peekable();
+    if args.peek().is_some_and(|first| first == "serve") {
+        args.next();
+        return parse_serve(lexopt::Parser::from_args(args));
+    }
     let mut parser = lexopt::Parser::from_args(args);
     let mut flags = Flags::default();
     while let Some(arg) = parser.next().map_err(usage)? {
@@ -139,6 +153,19 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, Error>
         }
     }
     Ok(Command::Close(flags))
+}
+
+fn parse_serve(mut parser: lexopt::Parser) -> Result<Command, Error> {
+    let mut flags = ServeFlags::default();
+    while let Some(arg) = parser.next().map_err(usage)? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::ServeHelp),
+            Long("listen") => flags.listen = Some(text(parser.value().map_err(usage)?)?),
+            Long("config") => flags.config = Some(parser.value().map_err(usage)?.into()),
+            other => return Err(usage(other.unexpected())),
+        }
+    }
+    Ok(Command::Serve(flags))
 }
 
 fn text(value: OsString) -> Result<String, Error> {
@@ -169,9 +196,29 @@ pub fn help() -> String {
         );
     }
     text += "  -h, --help       print this help\n  -V, --version    print the version\n\n\
+             The receiver: coveralls-finish serve --help\n\n\
              Exit codes: 0 closed (or a failure softened by COVERALLS_FAIL_ON_ERROR=false),\n\
              1 the close failed, 2 configuration error.\n";
     text
+}
+
+pub fn serve_help() -> String {
+    format!(
+        "coveralls-finish {} serve\n\
+         Receive CircleCI webhooks and Magnum CI hooks; close the matching Coveralls build.\n\n\
+         Usage: coveralls-finish serve [--listen ADDR] [--config FILE]\n\n\
+         Options:\n  \
+         --listen ADDR\n      address and port to listen on\n      \
+         [env: COVERALLS_FINISH_LISTEN] [default: 127.0.0.1:8080]\n  \
+         --config FILE\n      TOML file of projects; without it, one project from the environment\n  \
+         -h, --help\n      print this help\n\n\
+         Environment: CIRCLECI_WEBHOOK_SECRET (switches /circleci on), MAGNUM_HOOK_SECRET\n\
+         (switches /magnum on), COVERALLS_REPO_TOKEN, COVERALLS_ENDPOINT,\n\
+         COVERALLS_CARRYFORWARD_FLAGS, COVERALLS_RETRIES, COVERALLS_TIMEOUT.\n\
+         Routes: POST /circleci, POST /magnum?secret=..., GET /healthz.\n\
+         Stops on SIGTERM or SIGINT after finishing what is in flight.\n",
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 #[cfg(test)]
@@ -202,6 +249,22 @@ mod tests {
         let err = parse_args(&["--timeout"]).unwrap_err().to_string();
         assert!(err.contains("--timeout"), "{err}");
         assert!(parse_args(&["stray"]).is_err());
+    }
+
+    #[test]
+    fn serve_is_a_subcommand_with_its_own_flags() {
+        let Command::Serve(flags) =
+            parse_args(&["serve", "--listen", "0.0.0.0:9", "--config", "p.toml"]).unwrap()
+        else {
+            panic!("expected serve");
+        };
+        assert_eq!(flags.listen.as_deref(), Some("0.0.0.0:9"));
+        assert_eq!(flags.config, Some("p.toml".into()));
+        assert!(parse_args(&["serve", "--build-number", "1"]).is_err());
+        assert!(matches!(
+            parse_args(&["serve", "-h"]),
+            Ok(Command::ServeHelp)
+        ));
     }
 
     #[test]

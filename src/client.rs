@@ -88,13 +88,14 @@ enum Attempt {
     Fail(Error),
 }
 
-pub fn agent(config: &Config, env: &Env) -> Result<Agent, Error> {
-    let uri: Uri = config.endpoint.parse().expect("endpoint checked in config");
+/// An agent for one endpoint (checked by [`crate::config::parse_endpoint`]); each request
+/// sets its own timeout.
+pub fn agent(endpoint: &str, env: &Env) -> Result<Agent, Error> {
+    let uri: Uri = endpoint.parse().expect("endpoint checked in config");
     let mut builder = Agent::config_builder()
         .http_status_as_error(false)
         // A redirect is reported, not followed: the token must not travel on to another host.
         .max_redirects(0)
-        .timeout_global(Some(config.timeout))
         .user_agent(USER_AGENT)
         .accept("application/json")
         .proxy(proxy(env, &uri)?);

@@ -42,7 +42,7 @@ struct Given<'a> {
 
 /// The token: never printed, not even by `{:?}`.
 #[derive(Clone)]
-pub struct Secret(String);
+pub struct Secret(pub String);
 
 impl Secret {
     pub fn expose(&self) -> &str {
@@ -172,34 +172,69 @@ pub fn early(env: &Env, flags: &Flags) -> (Early, Result<(), Error>) {
     (early, checked)
 }
 
+/// The settings the closer and the receiver share: where Coveralls is and how to talk to it.
+pub struct Common {
+    pub token: Option<Secret>,
+    pub endpoint: String,
+    pub carryforward: Vec<String>,
+    pub retries: u32,
+    pub timeout: Duration,
+    pub debug: bool,
+}
+
+pub fn common(env: &Env, flags: &Flags) -> Result<Common, Error> {
+    let sources = Sources::new(env, flags)?;
+    sources.common(env)
+}
+
+impl Sources<'_> {
+    fn common(&self, env: &Env) -> Result<Common, Error> {
+        let vars = &self.vars;
+        let endpoint = match self.pick("--endpoint", &[("COVERALLS_ENDPOINT", &vars.endpoint)]) {
+            Some(given) => parse_endpoint(given.value, given.from)?,
+            None => DEFAULT_ENDPOINT.to_owned(),
+        };
+        let carryforward = self
+            .pick(
+                "--carryforward",
+                &[
+                    ("COVERALLS_CARRYFORWARD_FLAGS", &vars.carryforward_flags),
+                    ("COVERALLS_CARRYFORWARD", &vars.carryforward),
+                ],
+            )
+            .map(|given| split_flags(given.value))
+            .unwrap_or_default();
+        let retries = match self.pick("--retries", &[("COVERALLS_RETRIES", &vars.retries)]) {
+            Some(given) => parse_retries(&given)?,
+            None => DEFAULT_RETRIES,
+        };
+        let timeout = match self.pick("--timeout", &[("COVERALLS_TIMEOUT", &vars.timeout)]) {
+            Some(given) => parse_timeout(&given)?,
+            None => Duration::from_secs(DEFAULT_TIMEOUT_SECS),
+        };
+        Ok(Common {
+            token: vars.repo_token.clone().map(Secret),
+            endpoint,
+            carryforward,
+            retries,
+            timeout,
+            debug: self.debug(env)?,
+        })
+    }
+}
+
 pub fn load(env: &Env, flags: &Flags) -> Result<Config, Error> {
     let sources = Sources::new(env, flags)?;
     let vars = &sources.vars;
-
-    let endpoint = match sources.pick("--endpoint", &[("COVERALLS_ENDPOINT", &vars.endpoint)]) {
-        Some(given) => parse_endpoint(&given)?,
-        None => DEFAULT_ENDPOINT.to_owned(),
-    };
-    let carryforward = sources
-        .pick(
-            "--carryforward",
-            &[
-                ("COVERALLS_CARRYFORWARD_FLAGS", &vars.carryforward_flags),
-                ("COVERALLS_CARRYFORWARD", &vars.carryforward),
-            ],
-        )
-        .map(|given| split_flags(given.value))
-        .unwrap_or_default();
-    let retries = match sources.pick("--retries", &[("COVERALLS_RETRIES", &vars.retries)]) {
-        Some(given) => parse_retries(&given)?,
-        None => DEFAULT_RETRIES,
-    };
-    let timeout = match sources.pick("--timeout", &[("COVERALLS_TIMEOUT", &vars.timeout)]) {
-        Some(given) => parse_timeout(&given)?,
-        None => Duration::from_secs(DEFAULT_TIMEOUT_SECS),
-    };
+    let Common {
+        token,
+        endpoint,
+        carryforward,
+        retries,
+        timeout,
+        debug,
+    } = sources.common(env)?;
     let fail_on_error = sources.fail_on_error()?;
-    let debug = sources.debug(env)?;
     let dry_run = sources.bool("--dry-run", ("COVERALLS_DRY_RUN", &vars.dry_run), false)?;
 
     let detected = ci::read(env)?;
@@ -234,7 +269,7 @@ pub fn load(env: &Env, flags: &Flags) -> Result<Config, Error> {
         .or(detected.repo_name);
 
     Ok(Config {
-        token: vars.repo_token.clone().map(Secret),
+        token,
         endpoint,
         carryforward,
         build: Build {
@@ -253,12 +288,12 @@ pub fn load(env: &Env, flags: &Flags) -> Result<Config, Error> {
     })
 }
 
-fn parse_endpoint(given: &Given) -> Result<String, Error> {
-    let value = given.value.trim().trim_end_matches('/');
+/// A Coveralls base URL, without its trailing `/`; `from` names it in errors.
+pub fn parse_endpoint(given: &str, from: &str) -> Result<String, Error> {
+    let value = given.trim().trim_end_matches('/');
     let bad = |why: &str| {
         Error::config(format!(
-            "{} is {:?}: {why}; expected a base URL such as {DEFAULT_ENDPOINT}",
-            given.from, given.value
+            "{from} is {given:?}: {why}; expected a base URL such as {DEFAULT_ENDPOINT}"
         ))
     };
     let uri: ureq::http::Uri = value.parse().map_err(|_| bad("not a URL"))?;

@@ -7,6 +7,7 @@ pub mod client;
 pub mod config;
 pub mod env;
 pub mod report;
+pub mod serve;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -107,6 +108,19 @@ pub fn run(
             ui.result(&format!("coveralls-finish {VERSION}"));
             return 0;
         }
+        Ok(Command::ServeHelp) => {
+            ui.result(cli::serve_help().trim_end());
+            return 0;
+        }
+        Ok(Command::Serve(flags)) => {
+            return match serve::run(&flags, env, &mut ui) {
+                Ok(()) => 0,
+                Err(error) => {
+                    ui.error(&error.to_string());
+                    error.exit_code()
+                }
+            };
+        }
         Ok(Command::Close(flags)) => Ok(flags),
         Err(error) => Err(error),
     };
@@ -169,7 +183,7 @@ fn finish(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
     if config.dry_run {
         return dry_run(&config, body, ui);
     }
-    let agent = client::agent(&config, env)?;
+    let agent = client::agent(&config.endpoint, env)?;
     let json = serde_json::to_vec(&body).expect("the body serialises");
     let result = client::close(&agent, &config, &json, ui, None);
     report(&config, &result, ui);

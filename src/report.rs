@@ -17,6 +17,8 @@ pub struct Reporter<'a> {
     github: Option<GitHub>,
     secrets: Vec<String>,
     pub debug: bool,
+    /// Put before every line: the receiver names the delivery a line belongs to.
+    pub prefix: String,
 }
 
 /// Where a GitHub Actions step writes its outputs and summary.
@@ -38,6 +40,7 @@ impl<'a> Reporter<'a> {
             github,
             secrets: Vec::new(),
             debug: false,
+            prefix: String::new(),
         }
     }
 
@@ -66,7 +69,7 @@ impl<'a> Reporter<'a> {
     }
 
     fn write(&mut self, to_err: bool, text: &str) {
-        let text = self.redact(text);
+        let text = self.redact(&format!("{}{text}", self.prefix));
         let stream: &mut dyn Write = if to_err && !self.on_github() {
             &mut *self.err
         } else {

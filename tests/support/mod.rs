@@ -22,6 +22,8 @@ pub enum Reply {
     },
     /// Read the request and never answer.
     Stall,
+    /// Answer, but only after a while.
+    Slow(Duration, Box<Reply>),
 }
 
 pub fn json(status: u16, body: &str) -> Reply {
@@ -46,7 +48,7 @@ pub fn with_header(reply: Reply, name: &str, value: &str) -> Reply {
                 body,
             }
         }
-        Reply::Stall => Reply::Stall,
+        other => other,
     }
 }
 
@@ -180,7 +182,13 @@ fn serve(
             continue;
         }
         let n = next.fetch_add(1, Ordering::SeqCst);
-        match &script[n.min(script.len() - 1)] {
+        let mut reply = &script[n.min(script.len() - 1)];
+        if let Reply::Slow(delay, then) = reply {
+            thread::sleep(*delay);
+            reply = then;
+        }
+        match reply {
+            Reply::Slow(..) => unreachable!("one level of Slow"),
             Reply::Stall => {
                 thread::sleep(Duration::from_secs(20));
                 return;
@@ -377,4 +385,163 @@ impl Outcome {
         }
         outputs
     }
+}
+
+/// `coveralls-finish serve` on a free loopback port, its log collected as it runs.
+pub struct Receiver {
+    child: std::process::Child,
+    pub url: String,
+    log: Arc<Mutex<String>>,
+    agent: ureq::Agent,
+}
+
+impl Receiver {
+    pub fn start(env: &[(&str, &str)], args: &[&str]) -> Receiver {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_coveralls-finish"));
+        command
+            .env_clear()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut url = None;
+        let mut line = String::new();
+        while stderr.read_line(&mut line).unwrap() > 0 {
+            log.lock().unwrap().push_str(&line);
+            if let Some((_, addr)) = line.trim_end().split_once("listening on ") {
+                url = Some(addr.to_owned());
+                break;
+            }
+            line.clear();
+        }
+        let Some(url) = url else {
+            let status = child.wait().unwrap();
+            panic!(
+                "the receiver did not start ({status}):\n{}",
+                log.lock().unwrap()
+            );
+        };
+        let collected = Arc::clone(&log);
+        thread::spawn(move || {
+            let mut line = String::new();
+            while stderr.read_line(&mut line).unwrap_or(0) > 0 {
+                collected.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        Receiver {
+            child,
+            url,
+            log,
+            agent,
+        }
+    }
+
+    /// POST `body` to `path` with `headers`; the status and the JSON answer.
+    pub fn post(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, serde_json::Value) {
+        let mut request = self.agent.post(&format!("{}{path}", self.url));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let mut response = request.send(body).unwrap();
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
+    /// A CircleCI delivery of `body`, signed with `secret`.
+    pub fn circleci(&self, secret: &str, event: &str, body: &[u8]) -> (u16, serde_json::Value) {
+        let signature = format!("v1={}", sign(secret, body));
+        self.post(
+            "/circleci",
+            &[
+                ("content-type", "application/json"),
+                ("circleci-event-type", event),
+                ("circleci-signature", &signature),
+            ],
+            body,
+        )
+    }
+
+    pub fn get(&self, path: &str) -> u16 {
+        let response = self
+            .agent
+            .get(&format!("{}{path}", self.url))
+            .call()
+            .unwrap();
+        response.status().as_u16()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wait for the receiver to exit; its exit code.
+    pub fn wait(&mut self, limit: Duration) -> Option<i32> {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The lowercase hex HMAC-SHA256 of `body` keyed with `secret`, as CircleCI signs.
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let tag = ring::hmac::sign(&key, body);
+    tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A fixture from `tests/fixtures/`.
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+/// The workflow-completed fixture with its ids replaced, as another delivery would carry.
+pub fn workflow_event(event_id: &str, workflow_id: &str, slug: &str) -> Vec<u8> {
+    let mut event: serde_json::Value =
+        serde_json::from_slice(&fixture("circleci_workflow_completed_github_oauth.json")).unwrap();
+    event["id"] = event_id.into();
+    event["workflow"]["id"] = workflow_id.into();
+    event["project"]["slug"] = slug.into();
+    event["project"]["id"] = format!("id-of-{slug}").into();
+    serde_json::to_vec(&event).unwrap()
 }

@@ -1,0 +1,109 @@
+//! `POST /magnum?secret=…`: Magnum CI build hooks. Magnum CI signs nothing, so the hook URL
+//! carries a shared secret; the JSON comes as the raw body or as the form field `payload`.
+
+use std::time::Instant;
+
+use serde::Deserialize;
+use serde_json::Value;
+use subtle::ConstantTimeEq;
+use tiny_http::Request;
+
+use super::{App, Line, Reply, build, close, wanted};
+
+#[derive(Deserialize)]
+struct Hook {
+    id: Option<Value>,
+    project_id: Value,
+    number: Value,
+    status: Option<String>,
+}
+
+pub(super) fn handle(
+    app: &App,
+    request: &Request,
+    query: &str,
+    body: &[u8],
+    deadline: Instant,
+    line: &mut Line,
+) -> Reply {
+    let Some(secret) = &app.settings.magnum_secret else {
+        return Reply::error(
+            404,
+            "the Magnum CI receiver is off: MAGNUM_HOOK_SECRET is not set",
+        );
+    };
+    let given = form_urlencoded::parse(query.as_bytes()).find(|(name, _)| name == "secret");
+    match given {
+        None => return Reply::error(401, "missing ?secret= in the hook URL"),
+        Some((_, given)) if !bool::from(given.as_bytes().ct_eq(secret.expose().as_bytes())) => {
+            return Reply::error(401, "wrong secret in the hook URL");
+        }
+        Some(_) => {}
+    }
+    line.event = Some("build".to_owned());
+    let is_form = request.headers().iter().any(|h| {
+        h.field.equiv("content-type")
+            && h.value
+                .as_str()
+                .starts_with("application/x-www-form-urlencoded")
+    });
+    let json = if is_form {
+        match form_urlencoded::parse(body).find(|(name, _)| name == "payload") {
+            Some((_, payload)) => payload.into_owned().into_bytes(),
+            None => {
+                return Reply::error(400, "malformed Magnum CI hook: no form field \"payload\"");
+            }
+        }
+    } else {
+        body.to_vec()
+    };
+    let hook: Hook = match serde_json::from_slice(&json) {
+        Ok(hook) => hook,
+        Err(err) => return Reply::error(400, format!("malformed Magnum CI hook: {err}")),
+    };
+    line.id = hook.id.as_ref().and_then(text);
+    let (Some(project_id), Some(number)) = (text(&hook.project_id), text(&hook.number)) else {
+        return Reply::error(
+            400,
+            "malformed Magnum CI hook: project_id and number must be numbers or text",
+        );
+    };
+    let Some(project) = app.settings.magnum_project(&project_id) else {
+        return Reply::ignored(format!(
+            "no project is configured for Magnum CI project {project_id}"
+        ));
+    };
+    if let Err(reply) = wanted(&project.statuses, hook.status.as_deref(), "status") {
+        return reply;
+    }
+    // Reporters on Magnum CI use CI_BUILD_NUMBER: the hook's per-project `number`.
+    let from = format!("number of Magnum CI project {project_id}'s build");
+    let key = format!("magnum {project_id} {number}");
+    let build = build(number, from, "magnum", project);
+    close(app, project, build, &key, deadline, line)
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fixture_parses() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/magnum_hook.json"
+        );
+        let hook: Hook = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        assert_eq!(text(&hook.project_id).as_deref(), Some("43"));
+        assert_eq!(text(&hook.number).as_deref(), Some("130"));
+        assert_eq!(hook.status.as_deref(), Some("pass"));
+    }
+}

@@ -1,0 +1,348 @@
+//! `coveralls-finish serve`: receive CircleCI webhooks and Magnum CI hooks, and close the
+//! matching Coveralls build with the closer's own client, retry policy and errors.
+
+mod circleci;
+mod magnum;
+mod once;
+mod projects;
+
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tiny_http::{Header, Method, Request, Response, Server};
+
+use crate::client::{self, Body};
+use crate::config::{Build, Config};
+use crate::env::Env;
+use crate::report::Reporter;
+use crate::{Error, Kind};
+use once::{Claim, Once};
+pub use projects::{DEFAULT_LISTEN, Project, Settings};
+
+/// Bodies above this are refused (413) before they are read in full.
+pub const MAX_BODY: usize = 1 << 20;
+/// CircleCI waits 10 seconds for an answer; closing must fit well inside that.
+pub const BUDGET: Duration = Duration::from_secs(8);
+/// Deliveries handled at once; more wait in line.
+const WORKERS: usize = 32;
+/// Closed builds remembered, to answer duplicates without closing twice.
+const REMEMBERED: usize = 50_000;
+
+/// An answer to a delivery: a status and a JSON body.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn new(status: u16, body: Value) -> Self {
+        Reply { status, body }
+    }
+
+    fn error(status: u16, message: impl Into<String>) -> Self {
+        Reply::new(status, json!({ "error": message.into() }))
+    }
+
+    fn ignored(why: impl Into<String>) -> Self {
+        Reply::new(202, json!({ "ignored": why.into() }))
+    }
+}
+
+/// What one log line says about a delivery.
+#[derive(Default)]
+struct Line {
+    event: Option<String>,
+    id: Option<String>,
+    project: Option<String>,
+    build: Option<String>,
+    outcome: Option<String>,
+}
+
+struct App {
+    settings: Settings,
+    once: Once,
+}
+
+pub fn run(flags: &crate::cli::ServeFlags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
+    let settings = Settings::load(flags, env)?;
+    for project in &settings.projects {
+        ui.mask(project.token.expose());
+    }
+    let server = Server::http(&settings.listen)
+        .map_err(|err| Error::config(format!("cannot listen on {}: {err}", settings.listen)))?;
+    let address = server
+        .server_addr()
+        .to_ip()
+        .map_or_else(|| settings.listen.clone(), |a| a.to_string());
+    ui.log(&format!(
+        "coveralls-finish {} serve: listening on http://{address}",
+        crate::VERSION
+    ));
+    let state = |secret: &Option<_>, var: &str| match secret {
+        Some(_) => "on".to_owned(),
+        None => format!("off ({var} is not set)"),
+    };
+    ui.log(&format!(
+        "POST /circleci: {}; POST /magnum: {}",
+        state(&settings.circleci_secret, "CIRCLECI_WEBHOOK_SECRET"),
+        state(&settings.magnum_secret, "MAGNUM_HOOK_SECRET")
+    ));
+    for project in &settings.projects {
+        ui.log(&format!("project {}: {}", project.name, describe(project)));
+    }
+
+    let stopping = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stopping);
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .map_err(|err| Error::config(format!("cannot handle SIGTERM/SIGINT: {err}")))?;
+    let app = App {
+        settings,
+        once: Once::new(REMEMBERED),
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..WORKERS {
+            scope.spawn(|| {
+                while !stopping.load(Ordering::SeqCst) {
+                    // A short wait, so that a stop is noticed between deliveries.
+                    if let Ok(Some(request)) = server.recv_timeout(Duration::from_millis(100)) {
+                        handle(&app, request);
+                    }
+                }
+            });
+        }
+    });
+    ui.log("stopped: every delivery in flight was answered");
+    Ok(())
+}
+
+fn describe(project: &Project) -> String {
+    let mut parts = Vec::new();
+    if project.any {
+        parts.push("every CircleCI and Magnum CI project".to_owned());
+    }
+    for (what, value) in [
+        ("CircleCI", &project.circleci_slug),
+        ("CircleCI id", &project.circleci_project_id),
+        ("Magnum CI project", &project.magnum_project_id),
+    ] {
+        if let Some(value) = value {
+            parts.push(format!("{what} {value}"));
+        }
+    }
+    parts.push(format!("endpoint {}", project.endpoint));
+    if !project.carryforward.is_empty() {
+        parts.push(format!("carryforward {}", project.carryforward.join(",")));
+    }
+    parts.join(", ")
+}
+
+fn handle(app: &App, mut request: Request) {
+    let started = Instant::now();
+    let deadline = started + BUDGET;
+    let method = request.method().clone();
+    // The query may hold a secret (Magnum CI): it is never logged.
+    let (path, query) = match request.url().split_once('?') {
+        Some((path, query)) => (path.to_owned(), query.to_owned()),
+        None => (request.url().to_owned(), String::new()),
+    };
+    let mut line = Line::default();
+    let reply = match (path.as_str(), &method) {
+        ("/healthz", Method::Get | Method::Head) => Reply::new(200, json!({"ok": true})),
+        ("/circleci", Method::Post) => match read_body(&mut request) {
+            Ok(body) => circleci::handle(app, &request, &body, deadline, &mut line),
+            Err(reply) => reply,
+        },
+        ("/magnum", Method::Post) => match read_body(&mut request) {
+            Ok(body) => magnum::handle(app, &request, &query, &body, deadline, &mut line),
+            Err(reply) => reply,
+        },
+        ("/healthz" | "/circleci" | "/magnum", _) => {
+            Reply::error(405, format!("{method} is not allowed on {path}"))
+        }
+        _ => Reply::error(
+            404,
+            format!("no route {path}; expected /circleci, /magnum or /healthz"),
+        ),
+    };
+    let allow = match path.as_str() {
+        "/healthz" => "GET, HEAD",
+        _ => "POST",
+    };
+    let mut response = Response::from_string(reply.body.to_string())
+        .with_status_code(reply.status)
+        .with_header(header("Content-Type", "application/json"));
+    if reply.status == 405 {
+        response.add_header(header("Allow", allow));
+    }
+    // Logged before answering, so that the line is there once the caller has its answer.
+    log(app, &method, &path, &reply, &line, started);
+    let _ = request.respond(response);
+}
+
+fn header(name: &str, value: &str) -> Header {
+    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("a valid header")
+}
+
+/// One line a delivery, on standard error; secrets redacted like everywhere else.
+fn log(app: &App, method: &Method, path: &str, reply: &Reply, line: &Line, started: Instant) {
+    let field = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".to_owned());
+    let outcome = line.outcome.clone().unwrap_or_else(|| {
+        reply
+            .body
+            .get("error")
+            .or(reply.body.get("ignored"))
+            .and_then(Value::as_str)
+            .unwrap_or("ok")
+            .to_owned()
+    });
+    let text = format!(
+        "{method} {path} event={} id={} project={} build={} status={} outcome={outcome:?} ms={:.1}",
+        field(&line.event),
+        field(&line.id),
+        field(&line.project),
+        field(&line.build),
+        reply.status,
+        started.elapsed().as_secs_f64() * 1000.0,
+    );
+    let mut err = std::io::stderr();
+    let mut out = std::io::sink();
+    let mut ui = Reporter::new(&mut out, &mut err, &Env::default());
+    for project in &app.settings.projects {
+        ui.mask(project.token.expose());
+    }
+    for secret in [&app.settings.circleci_secret, &app.settings.magnum_secret]
+        .into_iter()
+        .flatten()
+    {
+        ui.mask(secret.expose());
+    }
+    ui.log(&text);
+}
+
+/// The raw body, at most [`MAX_BODY`] bytes.
+fn read_body(request: &mut Request) -> Result<Vec<u8>, Reply> {
+    let too_large = || Reply::error(413, format!("the body is over {MAX_BODY} bytes"));
+    if request.body_length().is_some_and(|n| n > MAX_BODY) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    request
+        .as_reader()
+        .take(MAX_BODY as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|err| Reply::error(400, format!("cannot read the body: {err}")))?;
+    if body.len() > MAX_BODY {
+        return Err(too_large());
+    }
+    Ok(body)
+}
+
+/// Whether a project closes on this status (and, for CircleCI, this workflow).
+fn wanted(list: &[String], value: Option<&str>, what: &str) -> Result<(), Reply> {
+    match value {
+        _ if list.is_empty() => Ok(()),
+        Some(value) if list.iter().any(|w| w == value) => Ok(()),
+        value => Err(Reply::ignored(format!(
+            "{what} {:?} does not close a build (expected one of {})",
+            value.unwrap_or(""),
+            list.join(", ")
+        ))),
+    }
+}
+
+/// Close `build` for `project`, once per `key`, within `deadline`.
+fn close(
+    app: &App,
+    project: &Project,
+    build: Build,
+    key: &str,
+    deadline: Instant,
+    line: &mut Line,
+) -> Reply {
+    line.project = Some(project.name.clone());
+    line.build = Some(build.number.clone());
+    match app.once.claim(key, deadline) {
+        Claim::First => {}
+        Claim::Duplicate(mut reply) => {
+            line.outcome = Some("duplicate: answered as the first delivery was".to_owned());
+            reply.body["duplicate"] = json!(true);
+            return reply;
+        }
+        Claim::StillRunning => {
+            line.outcome = Some("duplicate: the first delivery is still closing".to_owned());
+            return Reply::error(
+                503,
+                "another delivery of this event is still closing the build",
+            );
+        }
+    }
+    let config = Config {
+        token: Some(project.token.clone()),
+        endpoint: project.endpoint.clone(),
+        carryforward: project.carryforward.clone(),
+        build,
+        fail_on_error: true,
+        dry_run: false,
+        debug: false,
+        retries: app.settings.retries,
+        timeout: app.settings.timeout,
+    };
+    let body = serde_json::to_vec(&Body::new(&config, project.token.expose()))
+        .expect("the body serialises");
+    let mut err = std::io::stderr();
+    let mut out = std::io::sink();
+    let mut ui = Reporter::new(&mut out, &mut err, &Env::default());
+    ui.mask(project.token.expose());
+    ui.prefix = format!("project {} build {}: ", project.name, config.build.number);
+    let result = client::close(&project.agent, &config, &body, &mut ui, Some(deadline));
+    let number = &config.build.number;
+    let (reply, remember) = match result {
+        Ok(closed) => {
+            line.outcome = Some(format!(
+                "closed: {} jobs",
+                closed.jobs.map_or("?".into(), |j| j.to_string())
+            ));
+            let body = json!({
+                "closed": true, "project": project.name, "build_num": number,
+                "url": closed.url, "jobs": closed.jobs,
+            });
+            (Reply::new(200, body), true)
+        }
+        Err(error) => {
+            let message = ui.redact(&error.to_string());
+            line.outcome = Some(format!("not closed: {}", message.replace('\n', " ")));
+            let body = json!({
+                "closed": false, "project": project.name, "build_num": number, "error": message,
+            });
+            match error.kind {
+                // A later delivery cannot change a refusal: answer 200 so CircleCI stops.
+                Kind::Refused | Kind::Config => (Reply::new(200, body), true),
+                // Ask for the delivery again, and let it try afresh.
+                Kind::Unavailable => (Reply::new(502, body), false),
+                Kind::OutOfTime => (Reply::new(503, body), false),
+            }
+        }
+    };
+    app.once.settle(key, &reply, remember);
+    reply
+}
+
+fn build(number: String, number_from: String, service_name: &str, project: &Project) -> Build {
+    Build {
+        number,
+        number_from,
+        ci: None,
+        service_name: Some(
+            project
+                .service_name
+                .clone()
+                .unwrap_or_else(|| service_name.to_owned()),
+        ),
+        repo_name: None,
+        attempt: None,
+    }
+}
