@@ -18,12 +18,14 @@ pub enum Reply {
     Answer {
         status: u16,
         headers: Vec<(String, String)>,
-        body: String,
+        body: Vec<u8>,
     },
     /// Read the request and never answer.
     Stall,
     /// Answer, but only after a while.
     Slow(Duration, Box<Reply>),
+    /// Serve these files by path (200), anything else 404: fake release assets.
+    Files(Arc<Vec<(String, Vec<u8>)>>),
 }
 
 pub fn json(status: u16, body: &str) -> Reply {
@@ -84,6 +86,11 @@ impl Server {
     /// Answers the n-th request with the n-th reply; the last reply repeats.
     pub fn start(script: Vec<Reply>) -> Server {
         Server::start_with(script, None)
+    }
+
+    /// A server of files by path, like a release's download URLs.
+    pub fn files(files: Vec<(String, Vec<u8>)>) -> Server {
+        Server::start(vec![Reply::Files(Arc::new(files))])
     }
 
     /// The same over TLS, with a certificate for `localhost` from a private CA; returns
@@ -174,6 +181,7 @@ fn serve(
     while let Some(request) = read_request(&mut reader) {
         let stream = reader.get_mut();
         let connect = request.method == "CONNECT";
+        let target = request.target.clone();
         log.lock().unwrap().push(request);
         if connect {
             // Act as a proxy that tunnels to itself: the next request arrives on this stream.
@@ -187,8 +195,24 @@ fn serve(
             thread::sleep(*delay);
             reply = then;
         }
+        let file;
+        if let Reply::Files(files) = reply {
+            file = match files.iter().find(|(path, _)| *path == target) {
+                Some((_, body)) => Reply::Answer {
+                    status: 200,
+                    headers: vec![],
+                    body: body.clone(),
+                },
+                None => Reply::Answer {
+                    status: 404,
+                    headers: vec![],
+                    body: b"Not Found".to_vec(),
+                },
+            };
+            reply = &file;
+        }
         match reply {
-            Reply::Slow(..) => unreachable!("one level of Slow"),
+            Reply::Slow(..) | Reply::Files(_) => unreachable!("one level of Slow or Files"),
             Reply::Stall => {
                 thread::sleep(Duration::from_secs(20));
                 return;
@@ -205,7 +229,8 @@ fn serve(
                 for (name, value) in headers {
                     head += &format!("{name}: {value}\r\n");
                 }
-                let _ = stream.write_all(format!("{head}\r\n{body}").as_bytes());
+                let _ = stream.write_all(format!("{head}\r\n").as_bytes());
+                let _ = stream.write_all(body);
                 let _ = stream.flush();
                 return;
             }
