@@ -1,0 +1,78 @@
+//! Load for the receiver's benchmark: signed CircleCI `workflow-completed` deliveries, each
+//! for a new workflow, from many connections at once; prints throughput and latency.
+//!
+//! `cargo run --release --example receiver_load -- URL SECRET COUNT CONCURRENCY`
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [url, secret, count, concurrency] = args.as_slice() else {
+        eprintln!("usage: receiver_load URL SECRET COUNT CONCURRENCY");
+        std::process::exit(2);
+    };
+    let count: usize = count.parse().expect("COUNT");
+    let concurrency: usize = concurrency.parse().expect("CONCURRENCY");
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    // Signed up front, so that the clock measures the receiver rather than this tool.
+    let deliveries: Vec<(Vec<u8>, String)> = (0..count)
+        .map(|i| {
+            let body = format!(
+                r#"{{"id":"event-{i}","type":"workflow-completed","happened_at":"2026-11-22T00:00:00Z","project":{{"id":"p","slug":"gh/bench/receiver","name":"receiver"}},"workflow":{{"id":"workflow-{i}","name":"test","status":"success"}},"pipeline":{{"id":"x","number":{i}}}}}"#
+            )
+            .into_bytes();
+            let tag = ring::hmac::sign(&key, &body);
+            let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+            (body, format!("v1={hex}"))
+        })
+        .collect();
+    let next = AtomicUsize::new(0);
+    let target = format!("{url}/circleci");
+    let started = Instant::now();
+    let mut latencies: Vec<Duration> = std::thread::scope(|scope| {
+        let senders: Vec<_> = (0..concurrency)
+            .map(|_| {
+                scope.spawn(|| {
+                    let agent = ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .build()
+                        .new_agent();
+                    let mut mine = Vec::new();
+                    while let Some((body, signature)) =
+                        deliveries.get(next.fetch_add(1, Ordering::Relaxed))
+                    {
+                        let sent = Instant::now();
+                        let response = agent
+                            .post(&target)
+                            .header("circleci-event-type", "workflow-completed")
+                            .header("circleci-signature", signature)
+                            .header("content-type", "application/json")
+                            .send(body.as_slice())
+                            .expect("the receiver answers");
+                        assert_eq!(response.status().as_u16(), 200, "a delivery was not closed");
+                        mine.push(sent.elapsed());
+                    }
+                    mine
+                })
+            })
+            .collect();
+        senders
+            .into_iter()
+            .flat_map(|s| s.join().expect("sender"))
+            .collect()
+    });
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let pct = |p: usize| {
+        latencies[(latencies.len() * p / 100).min(latencies.len() - 1)].as_secs_f64() * 1000.0
+    };
+    println!(
+        "receiver: {count} signed deliveries, {concurrency} connections: {:.0} deliveries/s; \
+         latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms",
+        count as f64 / elapsed.as_secs_f64(),
+        pct(50),
+        pct(90),
+        pct(99)
+    );
+}
