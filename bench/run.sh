@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-runs=30 deliveries=20000 connections=32
+runs=${BENCH_RUNS:-30} deliveries=${BENCH_DELIVERIES:-20000} connections=${BENCH_CONNECTIONS:-32}
 if [ "${1:-}" = --smoke ]; then
     runs=3 deliveries=500 connections=8
 fi

@@ -20,6 +20,8 @@ pub const MAX_WAIT: Duration = Duration::from_secs(30);
 const FIRST_WAIT: Duration = Duration::from_secs(1);
 /// Under a deadline, no attempt starts with less time than this left.
 const MIN_ATTEMPT: Duration = Duration::from_millis(500);
+/// Under a deadline, an attempt may take half the time left, or at least this.
+const SHARE_FLOOR: Duration = Duration::from_secs(2);
 /// Bodies larger than this are not Coveralls answering.
 const MAX_ANSWER: u64 = 1 << 20;
 
@@ -91,6 +93,12 @@ enum Attempt {
 /// An agent for one endpoint (checked by [`crate::config::parse_endpoint`]); each request
 /// sets its own timeout.
 pub fn agent(endpoint: &str, env: &Env) -> Result<Agent, Error> {
+    Ok(agents(endpoint, env, 1)?.remove(0))
+}
+
+/// `count` agents for one endpoint, each with a connection pool of its own: the receiver
+/// gives one to each worker, since threads sharing one pool wait on each other.
+pub fn agents(endpoint: &str, env: &Env, count: usize) -> Result<Vec<Agent>, Error> {
     let uri: Uri = endpoint.parse().expect("endpoint checked in config");
     let mut builder = Agent::config_builder()
         .http_status_as_error(false)
@@ -105,7 +113,8 @@ pub fn agent(endpoint: &str, env: &Env) -> Result<Agent, Error> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         builder = builder.tls_config(TlsConfig::builder().root_certs(root_certs()).build());
     }
-    Ok(builder.build().new_agent())
+    let config = builder.build();
+    Ok((0..count).map(|_| config.clone().new_agent()).collect())
 }
 
 /// The bundled Mozilla roots and the platform's store (which honours `SSL_CERT_FILE` and
@@ -176,7 +185,9 @@ pub fn close(
     for attempt in 1..=attempts {
         let timeout = match remaining() {
             Some(left) if left < MIN_ATTEMPT => return Err(out_of_time(None)),
-            Some(left) => left.min(config.timeout),
+            // At most half of what is left (but not under 2s), so that one stalled
+            // connection leaves time to try a fresh one.
+            Some(left) => left.min(config.timeout).min((left / 2).max(SHARE_FLOOR)),
             None => config.timeout,
         };
         ui.debug_block(&format!("POST {url} (attempt {attempt}/{attempts})"), &[]);

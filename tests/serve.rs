@@ -613,3 +613,19 @@ fn sigterm_finishes_what_is_in_flight_then_exits_0() {
         receiver.log()
     );
 }
+
+#[test]
+fn a_stalled_connection_is_retried_within_the_budget() {
+    let coveralls = Server::start(vec![Reply::Stall, json(200, CLOSED)]);
+    let receiver = receiver(&coveralls, &[]);
+    let started = std::time::Instant::now();
+    let (status, answer) = receiver.circleci(
+        SECRET,
+        "workflow-completed",
+        &fixture("circleci_workflow_completed_github_oauth.json"),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(coveralls.requests().len(), 2, "the stalled attempt, then a fresh one");
+    assert!(receiver.log().contains("attempt 1/6 failed"), "{}", receiver.log());
+}

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tiny_http::Request;
 
-use super::{App, Line, Reply, build, close, wanted};
+use super::{App, Delivery, Reply, build, close, wanted};
 
 /// The parts of an event we use. Payloads are open maps: unknown fields are ignored, and
 /// everything not always present is optional.
@@ -45,7 +45,7 @@ pub(super) fn handle(
     request: &Request,
     body: &[u8],
     deadline: Instant,
-    line: &mut Line,
+    delivery: &mut Delivery,
 ) -> Reply {
     let Some(secret) = &app.settings.circleci_secret else {
         return Reply::error(
@@ -75,8 +75,8 @@ pub(super) fn handle(
     let kind = header("circleci-event-type")
         .or(event.kind.clone())
         .unwrap_or_default();
-    line.event = Some(kind.clone());
-    line.id = Some(event.id.clone());
+    delivery.event = Some(kind.clone());
+    delivery.id = Some(event.id.clone());
     let (slug, id) = match &event.project {
         Some(p) => (p.slug.as_deref(), p.id.as_deref()),
         None => (None, None),
@@ -98,7 +98,7 @@ pub(super) fn handle(
             {
                 return reply;
             }
-            close_workflow(app, project, workflow, &event, deadline, line)
+            close_workflow(app, project, workflow, &event, deadline, delivery)
         }
         "job-completed" => {
             let Some(project) = app.settings.circleci_project(slug, id) else {
@@ -112,7 +112,7 @@ pub(super) fn handle(
                     if let Err(reply) = wanted(&project.statuses, status, "status") {
                         return reply;
                     }
-                    close_workflow(app, project, workflow, &event, deadline, line)
+                    close_workflow(app, project, workflow, &event, deadline, delivery)
                 }
                 (Some(_), None) => Reply::ignored("job-completed without a workflow"),
                 _ => Reply::ignored("job-completed: builds close on workflow-completed"),
@@ -130,13 +130,13 @@ fn close_workflow(
     workflow: &Workflow,
     event: &Event,
     deadline: Instant,
-    line: &mut Line,
+    delivery: &mut Delivery,
 ) -> Reply {
     // Every reporter used CIRCLE_WORKFLOW_ID: the workflow's id is the build number.
     let from = format!("workflow.id of CircleCI event {}", event.id);
     let build = build(workflow.id.clone(), from, "circleci", project);
     let key = format!("circleci {} {}", project.name, workflow.id);
-    close(app, project, build, &key, deadline, line)
+    close(app, project, build, &key, deadline, delivery)
 }
 
 fn unknown_project(slug: Option<&str>, id: Option<&str>) -> Reply {

@@ -8,7 +8,7 @@ use serde_json::Value;
 use subtle::ConstantTimeEq;
 use tiny_http::Request;
 
-use super::{App, Line, Reply, build, close, wanted};
+use super::{App, Delivery, Reply, build, close, wanted};
 
 #[derive(Deserialize)]
 struct Hook {
@@ -24,7 +24,7 @@ pub(super) fn handle(
     query: &str,
     body: &[u8],
     deadline: Instant,
-    line: &mut Line,
+    delivery: &mut Delivery,
 ) -> Reply {
     let Some(secret) = &app.settings.magnum_secret else {
         return Reply::error(
@@ -40,7 +40,7 @@ pub(super) fn handle(
         }
         Some(_) => {}
     }
-    line.event = Some("build".to_owned());
+    delivery.event = Some("build".to_owned());
     let is_form = request.headers().iter().any(|h| {
         h.field.equiv("content-type")
             && h.value
@@ -61,7 +61,7 @@ pub(super) fn handle(
         Ok(hook) => hook,
         Err(err) => return Reply::error(400, format!("malformed Magnum CI hook: {err}")),
     };
-    line.id = hook.id.as_ref().and_then(text);
+    delivery.id = hook.id.as_ref().and_then(text);
     let (Some(project_id), Some(number)) = (text(&hook.project_id), text(&hook.number)) else {
         return Reply::error(
             400,
@@ -80,7 +80,7 @@ pub(super) fn handle(
     let from = format!("number of Magnum CI project {project_id}'s build");
     let key = format!("magnum {project_id} {number}");
     let build = build(number, from, "magnum", project);
-    close(app, project, build, &key, deadline, line)
+    close(app, project, build, &key, deadline, delivery)
 }
 
 fn text(value: &Value) -> Option<String> {

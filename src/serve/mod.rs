@@ -27,7 +27,7 @@ pub const MAX_BODY: usize = 1 << 20;
 /// CircleCI waits 10 seconds for an answer; closing must fit well inside that.
 pub const BUDGET: Duration = Duration::from_secs(8);
 /// Deliveries handled at once; more wait in line.
-const WORKERS: usize = 32;
+pub const WORKERS: usize = 32;
 /// Closed builds remembered, to answer duplicates without closing twice.
 const REMEMBERED: usize = 50_000;
 
@@ -52,9 +52,10 @@ impl Reply {
     }
 }
 
-/// What one log line says about a delivery.
+/// One delivery as it is handled: what its log line will say, and which worker has it.
 #[derive(Default)]
-struct Line {
+struct Delivery {
+    worker: usize,
     event: Option<String>,
     id: Option<String>,
     project: Option<String>,
@@ -104,12 +105,13 @@ pub fn run(flags: &crate::cli::ServeFlags, env: &Env, ui: &mut Reporter) -> Resu
         once: Once::new(REMEMBERED),
     };
     std::thread::scope(|scope| {
-        for _ in 0..WORKERS {
-            scope.spawn(|| {
+        for worker in 0..WORKERS {
+            let (app, server, stopping) = (&app, &server, &stopping);
+            scope.spawn(move || {
                 while !stopping.load(Ordering::SeqCst) {
                     // A short wait, so that a stop is noticed between deliveries.
                     if let Ok(Some(request)) = server.recv_timeout(Duration::from_millis(100)) {
-                        handle(&app, request);
+                        handle(app, request, worker);
                     }
                 }
             });
@@ -140,7 +142,8 @@ fn describe(project: &Project) -> String {
     parts.join(", ")
 }
 
-fn handle(app: &App, mut request: Request) {
+/// Answer one delivery; `worker` picks the worker's own Coveralls connections.
+fn handle(app: &App, mut request: Request, worker: usize) {
     let started = Instant::now();
     let deadline = started + BUDGET;
     let method = request.method().clone();
@@ -149,15 +152,18 @@ fn handle(app: &App, mut request: Request) {
         Some((path, query)) => (path.to_owned(), query.to_owned()),
         None => (request.url().to_owned(), String::new()),
     };
-    let mut line = Line::default();
+    let mut delivery = Delivery {
+        worker,
+        ..Delivery::default()
+    };
     let reply = match (path.as_str(), &method) {
         ("/healthz", Method::Get | Method::Head) => Reply::new(200, json!({"ok": true})),
         ("/circleci", Method::Post) => match read_body(&mut request) {
-            Ok(body) => circleci::handle(app, &request, &body, deadline, &mut line),
+            Ok(body) => circleci::handle(app, &request, &body, deadline, &mut delivery),
             Err(reply) => reply,
         },
         ("/magnum", Method::Post) => match read_body(&mut request) {
-            Ok(body) => magnum::handle(app, &request, &query, &body, deadline, &mut line),
+            Ok(body) => magnum::handle(app, &request, &query, &body, deadline, &mut delivery),
             Err(reply) => reply,
         },
         ("/healthz" | "/circleci" | "/magnum", _) => {
@@ -179,7 +185,7 @@ fn handle(app: &App, mut request: Request) {
         response.add_header(header("Allow", allow));
     }
     // Logged before answering, so that the line is there once the caller has its answer.
-    log(app, &method, &path, &reply, &line, started);
+    log(app, &method, &path, &reply, &delivery, started);
     let _ = request.respond(response);
 }
 
@@ -188,9 +194,16 @@ fn header(name: &str, value: &str) -> Header {
 }
 
 /// One line a delivery, on standard error; secrets redacted like everywhere else.
-fn log(app: &App, method: &Method, path: &str, reply: &Reply, line: &Line, started: Instant) {
+fn log(
+    app: &App,
+    method: &Method,
+    path: &str,
+    reply: &Reply,
+    delivery: &Delivery,
+    started: Instant,
+) {
     let field = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".to_owned());
-    let outcome = line.outcome.clone().unwrap_or_else(|| {
+    let outcome = delivery.outcome.clone().unwrap_or_else(|| {
         reply
             .body
             .get("error")
@@ -201,10 +214,10 @@ fn log(app: &App, method: &Method, path: &str, reply: &Reply, line: &Line, start
     });
     let text = format!(
         "{method} {path} event={} id={} project={} build={} status={} outcome={outcome:?} ms={:.1}",
-        field(&line.event),
-        field(&line.id),
-        field(&line.project),
-        field(&line.build),
+        field(&delivery.event),
+        field(&delivery.id),
+        field(&delivery.project),
+        field(&delivery.build),
         reply.status,
         started.elapsed().as_secs_f64() * 1000.0,
     );
@@ -261,19 +274,19 @@ fn close(
     build: Build,
     key: &str,
     deadline: Instant,
-    line: &mut Line,
+    delivery: &mut Delivery,
 ) -> Reply {
-    line.project = Some(project.name.clone());
-    line.build = Some(build.number.clone());
+    delivery.project = Some(project.name.clone());
+    delivery.build = Some(build.number.clone());
     match app.once.claim(key, deadline) {
         Claim::First => {}
         Claim::Duplicate(mut reply) => {
-            line.outcome = Some("duplicate: answered as the first delivery was".to_owned());
+            delivery.outcome = Some("duplicate: answered as the first delivery was".to_owned());
             reply.body["duplicate"] = json!(true);
             return reply;
         }
         Claim::StillRunning => {
-            line.outcome = Some("duplicate: the first delivery is still closing".to_owned());
+            delivery.outcome = Some("duplicate: the first delivery is still closing".to_owned());
             return Reply::error(
                 503,
                 "another delivery of this event is still closing the build",
@@ -298,11 +311,12 @@ fn close(
     let mut ui = Reporter::new(&mut out, &mut err, &Env::default());
     ui.mask(project.token.expose());
     ui.prefix = format!("project {} build {}: ", project.name, config.build.number);
-    let result = client::close(&project.agent, &config, &body, &mut ui, Some(deadline));
+    let agent = &project.agents[delivery.worker % project.agents.len()];
+    let result = client::close(agent, &config, &body, &mut ui, Some(deadline));
     let number = &config.build.number;
     let (reply, remember) = match result {
         Ok(closed) => {
-            line.outcome = Some(format!(
+            delivery.outcome = Some(format!(
                 "closed: {} jobs",
                 closed.jobs.map_or("?".into(), |j| j.to_string())
             ));
@@ -314,7 +328,7 @@ fn close(
         }
         Err(error) => {
             let message = ui.redact(&error.to_string());
-            line.outcome = Some(format!("not closed: {}", message.replace('\n', " ")));
+            delivery.outcome = Some(format!("not closed: {}", message.replace('\n', " ")));
             let body = json!({
                 "closed": false, "project": project.name, "build_num": number, "error": message,
             });

@@ -41,7 +41,8 @@ pub struct Project {
     /// A job whose `job-completed` closes the build, before the workflow completes.
     pub final_job: Option<String>,
     pub service_name: Option<String>,
-    pub agent: Agent,
+    /// One agent a worker, indexed by the worker's number.
+    pub agents: Vec<Agent>,
 }
 
 /// The projects file, as written.
@@ -119,7 +120,7 @@ impl Settings {
                     circleci_project_id: None,
                     magnum_project_id: None,
                     token,
-                    agent: client::agent(&common.endpoint, env)?,
+                    agents: client::agents(&common.endpoint, env, super::WORKERS)?,
                     endpoint: common.endpoint.clone(),
                     carryforward: common.carryforward.clone(),
                     workflows: Vec::new(),
@@ -264,7 +265,7 @@ fn from_file(path: &Path, env: &Env, default_endpoint: &str) -> Result<Vec<Proje
         };
         let carryforward = config::split_flags(&entry.carryforward.join(","));
         projects.push(Project {
-            agent: client::agent(&endpoint, env)?,
+            agents: client::agents(&endpoint, env, super::WORKERS)?,
             name: name.clone(),
             any: false,
             circleci_slug: entry.circleci_slug,
