@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-runs=${BENCH_RUNS:-30} deliveries=${BENCH_DELIVERIES:-20000} connections=${BENCH_CONNECTIONS:-32}
+runs=${BENCH_RUNS:-30} deliveries=${BENCH_DELIVERIES:-20000} connections=${BENCH_CONNECTIONS:-8 32}
 if [ "${1:-}" = --smoke ]; then
     runs=3 deliveries=500 connections=8
 fi
@@ -73,4 +73,6 @@ for _ in $(seq 50); do
     sleep 0.1
 done
 receiver=$(sed -n 's/.*listening on //p' "$work/serve.log")
-target/release/examples/receiver_load "$receiver" bench-secret "$deliveries" "$connections"
+for n in $connections; do
+    target/release/examples/receiver_load "$receiver" bench-secret "$deliveries" "$n"
+done

@@ -15,11 +15,15 @@ fn main() {
     let count: usize = count.parse().expect("COUNT");
     let concurrency: usize = concurrency.parse().expect("CONCURRENCY");
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    // Unique to this run, so that a second run closes new workflows rather than duplicates.
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
     // Signed up front, so that the clock measures the receiver rather than this tool.
     let deliveries: Vec<(Vec<u8>, String)> = (0..count)
         .map(|i| {
             let body = format!(
-                r#"{{"id":"event-{i}","type":"workflow-completed","happened_at":"2026-11-22T00:00:00Z","project":{{"id":"p","slug":"gh/bench/receiver","name":"receiver"}},"workflow":{{"id":"workflow-{i}","name":"test","status":"success"}},"pipeline":{{"id":"x","number":{i}}}}}"#
+                r#"{{"id":"event-{run}-{i}","type":"workflow-completed","happened_at":"2026-11-22T00:00:00Z","project":{{"id":"p","slug":"gh/bench/receiver","name":"receiver"}},"workflow":{{"id":"workflow-{run}-{i}","name":"test","status":"success"}},"pipeline":{{"id":"x","number":{i}}}}}"#
             )
             .into_bytes();
             let tag = ring::hmac::sign(&key, &body);

@@ -626,6 +626,14 @@ fn a_stalled_connection_is_retried_within_the_budget() {
     );
     assert_eq!(status, 200, "{answer}");
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert_eq!(coveralls.requests().len(), 2, "the stalled attempt, then a fresh one");
-    assert!(receiver.log().contains("attempt 1/6 failed"), "{}", receiver.log());
+    assert_eq!(
+        coveralls.requests().len(),
+        2,
+        "the stalled attempt, then a fresh one"
+    );
+    assert!(
+        receiver.log().contains("attempt 1/6 failed"),
+        "{}",
+        receiver.log()
+    );
 }
