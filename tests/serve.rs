@@ -26,6 +26,13 @@ fn receiver(coveralls: &Server, extra: &[(&str, &str)]) -> Receiver {
     Receiver::start(&env, &[])
 }
 
+/// The usual pair: a Coveralls that closes every build, and a receiver in front of it.
+fn closing() -> (Server, Receiver) {
+    let coveralls = Server::start(vec![json(200, CLOSED)]);
+    let receiver = receiver(&coveralls, &[]);
+    (coveralls, receiver)
+}
+
 fn assert_no_secrets(receiver: &Receiver) {
     let log = receiver.log();
     for secret in [SECRET, MAGNUM, TOKEN] {
@@ -35,8 +42,7 @@ fn assert_no_secrets(receiver: &Receiver) {
 
 #[test]
 fn a_signed_workflow_completed_closes_its_workflow() {
-    let coveralls = Server::start(vec![json(200, CLOSED)]);
-    let receiver = receiver(&coveralls, &[]);
+    let (coveralls, receiver) = closing();
     let body = fixture("circleci_workflow_completed_github_oauth.json");
     let (status, answer) = receiver.circleci(SECRET, "workflow-completed", &body);
     assert_eq!(status, 200, "{answer}");
@@ -80,8 +86,7 @@ fn a_signed_workflow_completed_closes_its_workflow() {
 
 #[test]
 fn bad_signatures_are_refused_before_anything_is_closed() {
-    let coveralls = Server::start(vec![json(200, CLOSED)]);
-    let receiver = receiver(&coveralls, &[]);
+    let (coveralls, receiver) = closing();
     let body = fixture("circleci_workflow_completed_github_oauth.json");
     let good = support::sign(SECRET, &body);
     let cases: Vec<(Vec<(&str, String)>, &str)> = vec![
@@ -132,8 +137,7 @@ fn bad_signatures_are_refused_before_anything_is_closed() {
 
 #[test]
 fn ping_answers_and_job_completed_is_ignored() {
-    let coveralls = Server::start(vec![json(200, CLOSED)]);
-    let receiver = receiver(&coveralls, &[]);
+    let (coveralls, receiver) = closing();
     let (status, answer) =
         receiver.circleci(SECRET, "ping", &fixture("circleci_ping_observed.json"));
     assert_eq!(
@@ -216,8 +220,7 @@ fn duplicate_deliveries_close_once() {
 
 #[test]
 fn magnum_hooks_as_json_body_and_as_form_field() {
-    let coveralls = Server::start(vec![json(200, CLOSED)]);
-    let receiver = receiver(&coveralls, &[]);
+    let (coveralls, receiver) = closing();
     let hook = fixture("magnum_hook.json");
     let path = format!("/magnum?secret={MAGNUM}");
     let (status, answer) = receiver.post(&path, &[("content-type", "application/json")], &hook);
@@ -264,8 +267,7 @@ fn magnum_hooks_as_json_body_and_as_form_field() {
 
 #[test]
 fn a_wrong_or_missing_magnum_secret_is_refused() {
-    let coveralls = Server::start(vec![json(200, CLOSED)]);
-    let receiver = receiver(&coveralls, &[]);
+    let (coveralls, receiver) = closing();
     let hook = fixture("magnum_hook.json");
     for path in [
         "/magnum",
@@ -280,8 +282,7 @@ fn a_wrong_or_missing_magnum_secret_is_refused() {
 
 #[test]
 fn oversized_and_malformed_bodies() {
-    let coveralls = Server::start(vec![json(200, CLOSED)]);
-    let receiver = receiver(&coveralls, &[]);
+    let (coveralls, receiver) = closing();
     let big = vec![b'x'; (1 << 20) + 1];
     let (status, _) = receiver.circleci(SECRET, "workflow-completed", &big);
     assert_eq!(status, 413);
