@@ -63,9 +63,7 @@ pub struct Config {
     pub endpoint: String,
     pub carryforward: Vec<String>,
     pub build: Build,
-    pub fail_on_error: bool,
     pub dry_run: bool,
-    pub debug: bool,
     pub retries: u32,
     pub timeout: Duration,
 }
@@ -232,9 +230,9 @@ pub fn load(env: &Env, flags: &Flags) -> Result<Config, Error> {
         carryforward,
         retries,
         timeout,
-        debug,
+        // Read, and checked, once by `early`, which decides how everything is reported.
+        debug: _,
     } = sources.common(env)?;
-    let fail_on_error = sources.fail_on_error()?;
     let dry_run = sources.bool("--dry-run", ("COVERALLS_DRY_RUN", &vars.dry_run), false)?;
 
     let detected = ci::read(env)?;
@@ -280,9 +278,7 @@ pub fn load(env: &Env, flags: &Flags) -> Result<Config, Error> {
             repo_name,
             attempt: detected.attempt,
         },
-        fail_on_error,
         dry_run,
-        debug,
         retries,
         timeout,
     })
@@ -402,7 +398,17 @@ mod tests {
             err(&[n, ("COVERALLS_DRY_RUN", "yes")], &[])
                 .contains("COVERALLS_DRY_RUN is \"yes\"; expected true or false")
         );
-        assert!(err(&[n], &["--fail-on-error=nope"]).contains("--fail-on-error is \"nope\""));
+        let Command::Close(flags) = parse(["--fail-on-error=nope".into()]).unwrap() else {
+            panic!("not a close")
+        };
+        let early_err = early(&Env::from_pairs([n]), &flags)
+            .1
+            .unwrap_err()
+            .to_string();
+        assert!(
+            early_err.contains("--fail-on-error is \"nope\""),
+            "{early_err}"
+        );
         assert!(err(&[n, ("COVERALLS_RETRIES", "-1")], &[]).contains("COVERALLS_RETRIES"));
         assert!(err(&[n, ("COVERALLS_RETRIES", "21")], &[]).contains("0 to 20"));
         assert!(err(&[n, ("COVERALLS_TIMEOUT", "0")], &[]).contains("COVERALLS_TIMEOUT"));
@@ -427,7 +433,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cfg.endpoint, "https://cov.example/base");
-        assert!(cfg.debug && cfg.dry_run && cfg.fail_on_error);
+        assert!(cfg.dry_run);
+        let env = Env::from_pairs([
+            ("COVERALLS_DEBUG", "TRUE"),
+            ("COVERALLS_FAIL_ON_ERROR", "True"),
+        ]);
+        let (early, checked) = early(&env, &Flags::default());
+        assert!(checked.is_ok() && early.debug && early.fail_on_error);
     }
 
     #[test]

@@ -153,7 +153,6 @@ pub fn run(
 
 fn finish(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
     let config = config::load(env, flags)?;
-    ui.debug = config.debug;
     let build = &config.build;
     let doing = if config.dry_run {
         "dry run for"

@@ -298,9 +298,7 @@ fn close(
         endpoint: project.endpoint.clone(),
         carryforward: project.carryforward.clone(),
         build,
-        fail_on_error: true,
         dry_run: false,
-        debug: false,
         retries: app.settings.retries,
         timeout: app.settings.timeout,
     };
