@@ -1,10 +1,10 @@
-//! Which CI we run on, and the build number its coverage uploads used.
+//! Which CI we run on, and everything it tells about the build, read in one pass.
 //!
 //! The close must carry the same `service_number` as the parallel uploads, so this table
 //! mirrors what the official reporter (coverage-reporter) and the other reporters read.
 
-use crate::Error;
 use crate::env::Env;
+use crate::error::Error;
 
 /// How a CI is recognised.
 enum Detect {
@@ -14,114 +14,138 @@ enum Detect {
     Equals(&'static str, &'static str),
 }
 
-/// One row of the table: a CI and where its build number lives.
+/// The `service_name` a CI's uploads send.
+enum ServiceName {
+    Fixed(&'static str),
+    /// The variable's value, else the fixed name (if any).
+    VarOr(&'static str, Option<&'static str>),
+}
+
+/// One row of the table: a CI and where it keeps what the close sends.
 pub struct Ci {
     pub name: &'static str,
     detect: Detect,
-    /// `service_name` sent to Coveralls; when `service_name_var` is set, its value wins.
-    service_name: &'static str,
-    service_name_var: Option<&'static str>,
+    service_name: ServiceName,
     /// Where the build number is; `None` for CIs whose uploads use no build number.
-    number_var: Option<&'static str>,
-    attempt_var: Option<&'static str>,
-    repo_name_var: Option<&'static str>,
+    number: Option<&'static str>,
+    attempt: Option<&'static str>,
+    repo_name: Option<&'static str>,
 }
 
-const fn ci(name: &'static str, detect: Detect, service_name: &'static str) -> Ci {
-    Ci {
-        name,
-        detect,
-        service_name,
-        service_name_var: None,
-        number_var: None,
-        attempt_var: None,
-        repo_name_var: None,
-    }
-}
-
-const fn numbered(row: Ci, number_var: &'static str) -> Ci {
-    Ci {
-        number_var: Some(number_var),
-        ..row
-    }
-}
+/// The fields most rows leave empty.
+const ROW: Ci = Ci {
+    name: "",
+    detect: Detect::AnySet(&[]),
+    service_name: ServiceName::Fixed(""),
+    number: None,
+    attempt: None,
+    repo_name: None,
+};
 
 /// First match wins. `CIRCLE_BUILD_NUM` is a job number, not a workflow's: using it would
 /// split the build, so CircleCI reads the workflow id like every reporter does.
-pub const TABLE: &[Ci] = &[
-    numbered(
-        ci("CircleCI", Detect::AnySet(&["CIRCLECI"]), "circleci"),
-        "CIRCLE_WORKFLOW_ID",
-    ),
+const TABLE: &[Ci] = &[
     Ci {
-        attempt_var: Some("GITHUB_RUN_ATTEMPT"),
-        repo_name_var: Some("GITHUB_REPOSITORY"),
-        ..numbered(
-            ci(
-                "GitHub Actions",
-                Detect::AnySet(&["GITHUB_ACTIONS"]),
-                "github",
-            ),
-            "GITHUB_RUN_ID",
-        )
-    },
-    numbered(
-        ci("GitLab CI", Detect::AnySet(&["GITLAB_CI"]), "gitlab-ci"),
-        "CI_PIPELINE_IID",
-    ),
-    numbered(
-        ci("Travis CI", Detect::AnySet(&["TRAVIS"]), "travis-ci"),
-        "TRAVIS_BUILD_NUMBER",
-    ),
-    numbered(
-        ci("Semaphore", Detect::AnySet(&["SEMAPHORE"]), "semaphore"),
-        "SEMAPHORE_WORKFLOW_ID",
-    ),
-    numbered(
-        ci(
-            "Jenkins",
-            Detect::AnySet(&["JENKINS_URL", "JENKINS_HOME"]),
-            "jenkins",
-        ),
-        "BUILD_NUMBER",
-    ),
-    numbered(
-        ci("AppVeyor", Detect::AnySet(&["APPVEYOR"]), "appveyor"),
-        "APPVEYOR_BUILD_VERSION",
-    ),
-    Ci {
-        service_name_var: Some("CI_NAME"),
-        ..numbered(
-            ci("Magnum CI", Detect::Equals("MAGNUM", "true"), "magnum"),
-            "CI_BUILD_NUMBER",
-        )
+        name: "CircleCI",
+        detect: Detect::AnySet(&["CIRCLECI"]),
+        service_name: ServiceName::Fixed("circleci"),
+        number: Some("CIRCLE_WORKFLOW_ID"),
+        ..ROW
     },
     Ci {
-        service_name_var: Some("CI_NAME"),
-        ..numbered(
-            ci(
-                "a generic CI (CI_NAME)",
-                Detect::AnySet(&["CI_NAME", "CI_BUILD_NUMBER"]),
-                "",
-            ),
-            "CI_BUILD_NUMBER",
-        )
+        name: "GitHub Actions",
+        detect: Detect::AnySet(&["GITHUB_ACTIONS"]),
+        service_name: ServiceName::Fixed("github"),
+        number: Some("GITHUB_RUN_ID"),
+        attempt: Some("GITHUB_RUN_ATTEMPT"),
+        repo_name: Some("GITHUB_REPOSITORY"),
+    },
+    Ci {
+        name: "GitLab CI",
+        detect: Detect::AnySet(&["GITLAB_CI"]),
+        service_name: ServiceName::Fixed("gitlab-ci"),
+        number: Some("CI_PIPELINE_IID"),
+        ..ROW
+    },
+    Ci {
+        name: "Travis CI",
+        detect: Detect::AnySet(&["TRAVIS"]),
+        service_name: ServiceName::Fixed("travis-ci"),
+        number: Some("TRAVIS_BUILD_NUMBER"),
+        ..ROW
+    },
+    Ci {
+        name: "Semaphore",
+        detect: Detect::AnySet(&["SEMAPHORE"]),
+        service_name: ServiceName::Fixed("semaphore"),
+        number: Some("SEMAPHORE_WORKFLOW_ID"),
+        ..ROW
+    },
+    Ci {
+        name: "Jenkins",
+        detect: Detect::AnySet(&["JENKINS_URL", "JENKINS_HOME"]),
+        service_name: ServiceName::Fixed("jenkins"),
+        number: Some("BUILD_NUMBER"),
+        ..ROW
+    },
+    Ci {
+        name: "AppVeyor",
+        detect: Detect::AnySet(&["APPVEYOR"]),
+        service_name: ServiceName::Fixed("appveyor"),
+        number: Some("APPVEYOR_BUILD_VERSION"),
+        ..ROW
+    },
+    Ci {
+        name: "Magnum CI",
+        detect: Detect::Equals("MAGNUM", "true"),
+        service_name: ServiceName::VarOr("CI_NAME", Some("magnum")),
+        number: Some("CI_BUILD_NUMBER"),
+        ..ROW
+    },
+    Ci {
+        name: "a generic CI (CI_NAME)",
+        detect: Detect::AnySet(&["CI_NAME", "CI_BUILD_NUMBER"]),
+        service_name: ServiceName::VarOr("CI_NAME", None),
+        number: Some("CI_BUILD_NUMBER"),
+        ..ROW
     },
     // These set no build number that the reporters use: the user has to give one.
-    ci("Buildkite", Detect::AnySet(&["BUILDKITE"]), "buildkite"),
-    ci("Drone", Detect::AnySet(&["DRONE"]), "drone"),
-    ci(
-        "Azure Pipelines",
-        Detect::AnySet(&["TF_BUILD"]),
-        "azure-pipelines",
-    ),
-    ci("Codefresh", Detect::AnySet(&["CF_BUILD_ID"]), "codefresh"),
-    ci("Bitrise", Detect::AnySet(&["BITRISE_IO"]), "bitrise"),
-    ci(
-        "TeamCity",
-        Detect::AnySet(&["TEAMCITY_VERSION"]),
-        "teamcity",
-    ),
+    Ci {
+        name: "Buildkite",
+        detect: Detect::AnySet(&["BUILDKITE"]),
+        service_name: ServiceName::Fixed("buildkite"),
+        ..ROW
+    },
+    Ci {
+        name: "Drone",
+        detect: Detect::AnySet(&["DRONE"]),
+        service_name: ServiceName::Fixed("drone"),
+        ..ROW
+    },
+    Ci {
+        name: "Azure Pipelines",
+        detect: Detect::AnySet(&["TF_BUILD"]),
+        service_name: ServiceName::Fixed("azure-pipelines"),
+        ..ROW
+    },
+    Ci {
+        name: "Codefresh",
+        detect: Detect::AnySet(&["CF_BUILD_ID"]),
+        service_name: ServiceName::Fixed("codefresh"),
+        ..ROW
+    },
+    Ci {
+        name: "Bitrise",
+        detect: Detect::AnySet(&["BITRISE_IO"]),
+        service_name: ServiceName::Fixed("bitrise"),
+        ..ROW
+    },
+    Ci {
+        name: "TeamCity",
+        detect: Detect::AnySet(&["TEAMCITY_VERSION"]),
+        service_name: ServiceName::Fixed("teamcity"),
+        ..ROW
+    },
 ];
 
 impl Ci {
@@ -133,15 +157,10 @@ impl Ci {
     }
 }
 
-/// The first CI in [`TABLE`] whose variables are present.
-pub fn detect(env: &Env) -> Option<&'static Ci> {
-    TABLE.iter().find(|ci| ci.matches(env))
-}
-
-/// What the detected CI says about the build.
-#[derive(Debug, Default, PartialEq)]
+/// What the detected CI says about the build; all empty where no CI was detected.
+#[derive(Default)]
 pub struct Detected {
-    pub ci: Option<&'static str>,
+    ci: Option<&'static Ci>,
     pub service_name: Option<String>,
     /// The build number and the variable it came from.
     pub number: Option<(String, &'static str)>,
@@ -149,8 +168,9 @@ pub struct Detected {
     pub repo_name: Option<String>,
 }
 
-pub fn read(env: &Env) -> Result<Detected, Error> {
-    let Some(ci) = detect(env) else {
+/// The first CI in the table whose variables are present, and what it tells.
+pub fn detect(env: &Env) -> Result<Detected, Error> {
+    let Some(ci) = TABLE.iter().find(|ci| ci.matches(env)) else {
         return Ok(Detected::default());
     };
     let var = |name: Option<&'static str>| -> Result<Option<String>, Error> {
@@ -159,54 +179,59 @@ pub fn read(env: &Env) -> Result<Detected, Error> {
             None => Ok(None),
         }
     };
-    let fixed_name = Some(ci.service_name.to_owned()).filter(|name| !name.is_empty());
-    let number = match ci.number_var {
-        Some(name) => var(Some(name))?.map(|value| (value, name)),
-        None => None,
+    let service_name = match ci.service_name {
+        ServiceName::Fixed(name) => Some(name.to_owned()),
+        ServiceName::VarOr(name, fixed) => var(Some(name))?.or(fixed.map(str::to_owned)),
     };
     Ok(Detected {
-        ci: Some(ci.name),
-        service_name: var(ci.service_name_var)?.or(fixed_name),
-        number,
-        attempt: var(ci.attempt_var)?,
-        repo_name: var(ci.repo_name_var)?,
+        ci: Some(ci),
+        service_name,
+        number: var(ci.number)?.zip(ci.number),
+        attempt: var(ci.attempt)?,
+        repo_name: var(ci.repo_name)?,
     })
 }
 
-/// The configuration error for a build number that could not be worked out.
-pub fn missing_number(env: &Env) -> Error {
-    const SET: &str = "set COVERALLS_SERVICE_NUMBER (or --build-number) to the build number \
-                       (service_number) that the parallel uploads sent";
-    let message = match detect(env) {
-        Some(Ci {
-            name,
-            number_var: Some(var),
-            ..
-        }) => format!("no build number: {name} detected, but {var} is not set; {SET}"),
-        Some(Ci { name, .. }) => {
-            format!("no build number: {name} detected, which sets none that the uploads use; {SET}")
-        }
-        None => {
-            let known: Vec<&str> = TABLE
-                .iter()
-                .filter(|ci| ci.number_var.is_some())
-                .map(|ci| ci.name)
-                .collect();
-            format!(
-                "no build number: no CI detected (known: {}); {SET}",
-                known.join(", ")
-            )
-        }
-    };
-    Error::config(message)
+impl Detected {
+    pub fn name(&self) -> Option<&'static str> {
+        self.ci.map(|ci| ci.name)
+    }
+
+    /// The configuration error for a build number that could not be worked out.
+    pub fn missing_number(&self) -> Error {
+        const SET: &str = "set COVERALLS_SERVICE_NUMBER (or --build-number) to the build number \
+                           (service_number) that the parallel uploads sent";
+        let message = match self.ci {
+            Some(Ci {
+                name,
+                number: Some(var),
+                ..
+            }) => format!("no build number: {name} detected, but {var} is not set; {SET}"),
+            Some(Ci { name, .. }) => format!(
+                "no build number: {name} detected, which sets none that the uploads use; {SET}"
+            ),
+            None => {
+                let known: Vec<&str> = TABLE
+                    .iter()
+                    .filter(|ci| ci.number.is_some())
+                    .map(|ci| ci.name)
+                    .collect();
+                format!(
+                    "no build number: no CI detected (known: {}); {SET}",
+                    known.join(", ")
+                )
+            }
+        };
+        Error::config(message)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn read_from(pairs: &[(&str, &str)]) -> Detected {
-        read(&Env::from_pairs(pairs.iter().copied())).unwrap()
+    fn detect_in(pairs: &[(&str, &str)]) -> Detected {
+        detect(&Env::from_pairs(pairs.iter().copied())).unwrap()
     }
 
     #[test]
@@ -278,7 +303,7 @@ mod tests {
             ),
         ];
         for (env, service, number) in cases {
-            let got = read_from(env);
+            let got = detect_in(env);
             assert_eq!(got.service_name.as_deref(), Some(*service), "{env:?}");
             assert_eq!(got.number.map(|n| n.0).as_deref(), Some(*number), "{env:?}");
         }
@@ -286,13 +311,13 @@ mod tests {
 
     #[test]
     fn github_also_gives_attempt_and_repository() {
-        let got = read_from(&[
+        let got = detect_in(&[
             ("GITHUB_ACTIONS", "true"),
             ("GITHUB_RUN_ID", "77"),
             ("GITHUB_RUN_ATTEMPT", "2"),
             ("GITHUB_REPOSITORY", "octo/cat"),
         ]);
-        assert_eq!(got.ci, Some("GitHub Actions"));
+        assert_eq!(got.name(), Some("GitHub Actions"));
         assert_eq!(got.number, Some(("77".to_owned(), "GITHUB_RUN_ID")));
         assert_eq!(got.attempt.as_deref(), Some("2"));
         assert_eq!(got.repo_name.as_deref(), Some("octo/cat"));
@@ -300,16 +325,21 @@ mod tests {
 
     #[test]
     fn magnum_needs_the_value_true() {
-        let got = read_from(&[("MAGNUM", "false"), ("BUILDKITE", "true")]);
-        assert_eq!(got.ci, Some("Buildkite"));
+        let got = detect_in(&[("MAGNUM", "false"), ("BUILDKITE", "true")]);
+        assert_eq!(got.name(), Some("Buildkite"));
         assert_eq!(got.number, None);
     }
 
     #[test]
+    fn a_generic_ci_without_a_name_sends_none() {
+        let got = detect_in(&[("CI_BUILD_NUMBER", "8")]);
+        assert_eq!(got.service_name, None);
+        assert_eq!(got.number, Some(("8".to_owned(), "CI_BUILD_NUMBER")));
+    }
+
+    #[test]
     fn missing_numbers_name_the_ci_and_the_variables() {
-        let err = |pairs: &[(&str, &str)]| {
-            missing_number(&Env::from_pairs(pairs.iter().copied())).to_string()
-        };
+        let err = |pairs: &[(&str, &str)]| detect_in(pairs).missing_number().to_string();
         let github = err(&[("GITHUB_ACTIONS", "true")]);
         assert!(
             github.contains("GitHub Actions detected, but GITHUB_RUN_ID is not set"),

@@ -9,10 +9,9 @@ use ureq::Agent;
 use ureq::http::{StatusCode, Uri};
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
-use crate::config::{Build, Config};
 use crate::env::Env;
+use crate::error::{Error, Kind};
 use crate::report::Reporter;
-use crate::{Error, Kind};
 
 pub const USER_AGENT: &str = concat!("coveralls-finish/", env!("CARGO_PKG_VERSION"));
 /// The longest wait between two attempts, whether backoff or `Retry-After` asks for more.
@@ -25,39 +24,60 @@ const SHARE_FLOOR: Duration = Duration::from_secs(2);
 /// Bodies larger than this are not Coveralls answering.
 const MAX_ANSWER: u64 = 1 << 20;
 
+/// Where Coveralls is, and how patiently to talk to it.
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// A base URL without a trailing `/`, checked by [`crate::config::parse_endpoint`].
+    pub endpoint: String,
+    pub retries: u32,
+    /// How long one attempt may take, from connecting to the last byte.
+    pub timeout: Duration,
+}
+
+/// The build to close: everything the request says but the token.
+#[derive(Debug, Clone, Default)]
+pub struct Build {
+    pub number: String,
+    /// Where the number came from, for logs and hints: a flag, a variable, `VAR, CI name`.
+    pub number_from: String,
+    pub service_name: Option<String>,
+    pub repo_name: Option<String>,
+    pub attempt: Option<String>,
+    pub carryforward: Vec<String>,
+}
+
 /// The JSON body: a superset of what the official reporter sends. The token travels here,
 /// never in the URL, where proxies and servers would log it.
 #[derive(Serialize)]
 pub struct Body<'a> {
-    pub repo_token: &'a str,
+    repo_token: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub repo_name: Option<&'a str>,
+    repo_name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub service_name: Option<&'a str>,
-    pub service_number: &'a str,
+    service_name: Option<&'a str>,
+    service_number: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub service_attempt: Option<&'a str>,
+    service_attempt: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub carryforward: Option<String>,
-    pub payload: Payload<'a>,
+    carryforward: Option<String>,
+    payload: Payload<'a>,
 }
 
 #[derive(Serialize)]
-pub struct Payload<'a> {
-    pub build_num: &'a str,
-    pub status: &'static str,
+struct Payload<'a> {
+    build_num: &'a str,
+    status: &'static str,
 }
 
 impl<'a> Body<'a> {
-    pub fn new(config: &'a Config, repo_token: &'a str) -> Self {
-        let build = &config.build;
+    pub fn new(build: &'a Build, repo_token: &'a str) -> Self {
         Body {
             repo_token,
             repo_name: build.repo_name.as_deref(),
             service_name: build.service_name.as_deref(),
             service_number: &build.number,
             service_attempt: build.attempt.as_deref(),
-            carryforward: Some(config.carryforward.join(",")).filter(|flags| !flags.is_empty()),
+            carryforward: Some(build.carryforward.join(",")).filter(|flags| !flags.is_empty()),
             payload: Payload {
                 build_num: &build.number,
                 status: "done",
@@ -79,15 +99,20 @@ pub struct Closed {
     pub raw: String,
 }
 
-/// What one attempt came to.
-enum Attempt {
-    Closed(Closed),
-    /// Worth another try; `after` is the server's `Retry-After`.
-    Retry {
-        error: Error,
-        after: Option<Duration>,
-    },
-    Fail(Error),
+/// An attempt that did not close the build; another may, if the error is retryable.
+struct Failed {
+    error: Error,
+    /// The server's `Retry-After`.
+    retry_after: Option<Duration>,
+}
+
+impl From<Error> for Failed {
+    fn from(error: Error) -> Self {
+        Failed {
+            error,
+            retry_after: None,
+        }
+    }
 }
 
 /// An agent for one endpoint (checked by [`crate::config::parse_endpoint`]); each request
@@ -168,69 +193,60 @@ fn proxy(env: &Env, endpoint: &Uri) -> Result<Option<ureq::Proxy>, Error> {
     Ok((!proxy.is_no_proxy(endpoint)).then_some(proxy))
 }
 
-/// Close the build, retrying what may pass. Logs each retry with its reason.
+/// Close `build` with `token`: the one entry for the closer and the receiver. Builds the
+/// request, retries what may pass, and logs each retry with its reason.
 ///
 /// With a `deadline` (the receiver must answer its caller in time), every attempt is cut to
 /// fit, and no retry starts that could not finish: the error is then [`Kind::OutOfTime`].
 pub fn close(
     agent: &Agent,
-    config: &Config,
-    body: &[u8],
-    ui: &mut Reporter,
+    service: &Service,
+    build: &Build,
+    token: &str,
     deadline: Option<Instant>,
+    ui: &mut Reporter,
 ) -> Result<Closed, Error> {
-    let url = webhook_url(&config.endpoint);
-    let attempts = config.retries + 1;
+    let url = webhook_url(&service.endpoint);
+    let body = serde_json::to_vec(&Body::new(build, token)).expect("the body serialises");
+    let attempts = service.retries + 1;
     let remaining = || deadline.map(|d| d.saturating_duration_since(Instant::now()));
     for attempt in 1..=attempts {
         let timeout = match remaining() {
-            Some(left) if left < MIN_ATTEMPT => return Err(out_of_time(None)),
+            Some(left) if left < MIN_ATTEMPT => return Err(Error::out_of_time(None)),
             // At most half of what is left (but not under 2s), so that one stalled
             // connection leaves time to try a fresh one.
-            Some(left) => left.min(config.timeout).min((left / 2).max(SHARE_FLOOR)),
-            None => config.timeout,
+            Some(left) => left.min(service.timeout).min((left / 2).max(SHARE_FLOOR)),
+            None => service.timeout,
         };
         ui.debug_block(&format!("POST {url} (attempt {attempt}/{attempts})"), &[]);
-        let error = match send(agent, &url, body, timeout, &config.build, ui) {
-            Attempt::Closed(closed) => return Ok(closed),
-            Attempt::Fail(error) => return Err(error),
-            Attempt::Retry { error, .. } if attempt == attempts => error,
-            Attempt::Retry { error, after } => {
-                let (wait, why) = match after {
-                    Some(after) => (after.min(MAX_WAIT), "as Retry-After asks"),
-                    None => (backoff(attempt), "backing off"),
-                };
-                if remaining().is_some_and(|left| left < wait + MIN_ATTEMPT) {
-                    return Err(out_of_time(Some(error)));
-                }
-                ui.log(&format!(
-                    "attempt {attempt}/{attempts} failed: {}; retrying in {:.1}s ({why})",
-                    error.message,
-                    wait.as_secs_f64()
-                ));
-                std::thread::sleep(wait);
-                continue;
-            }
+        let Failed { error, retry_after } = match send(agent, &url, &body, timeout, build, ui) {
+            Ok(closed) => return Ok(closed),
+            Err(failed) => failed,
         };
-        let error = Error {
-            kind: Kind::Unavailable,
-            ..error
+        if error.kind() != Kind::Unavailable {
+            return Err(error);
+        }
+        if attempt == attempts {
+            return Err(match attempts {
+                1 => error,
+                _ => error.context(format!("gave up after {attempts} attempts; the last")),
+            });
+        }
+        let (wait, why) = match retry_after {
+            Some(after) => (after.min(MAX_WAIT), "as Retry-After asks"),
+            None => (backoff(attempt), "backing off"),
         };
-        return Err(if attempts > 1 {
-            error.context(format!("gave up after {attempts} attempts; the last"))
-        } else {
-            error
-        });
+        if remaining().is_some_and(|left| left < wait + MIN_ATTEMPT) {
+            return Err(Error::out_of_time(Some(error)));
+        }
+        ui.log(&format!(
+            "attempt {attempt}/{attempts} failed: {}; retrying in {:.1}s ({why})",
+            error.message(),
+            wait.as_secs_f64()
+        ));
+        std::thread::sleep(wait);
     }
     unreachable!("the loop returns on its last attempt")
-}
-
-fn out_of_time(last: Option<Error>) -> Error {
-    let error = last.unwrap_or_else(|| Error::close("no attempt made"));
-    Error {
-        kind: Kind::OutOfTime,
-        ..error.context("out of time before Coveralls answered; the last")
-    }
 }
 
 /// Exponential backoff with jitter: about 1s, 2s, 4s, … capped, each between half and all of it.
@@ -242,6 +258,7 @@ fn backoff(attempt: u32) -> Duration {
     full / 2 + (full / 2).mul_f64(jitter as f64 / 1000.0)
 }
 
+/// One attempt: the request, and what its answer means.
 fn send(
     agent: &Agent,
     url: &str,
@@ -249,49 +266,47 @@ fn send(
     timeout: Duration,
     build: &Build,
     ui: &mut Reporter,
-) -> Attempt {
-    let answer = agent
+) -> Result<Closed, Failed> {
+    let mut response = agent
         .post(url)
         .config()
         .timeout_global(Some(timeout))
         .build()
         .header("Content-Type", "application/json")
-        .send(body);
-    let mut response = match answer {
-        Ok(response) => response,
-        Err(err) => return transport_error(url, err),
+        .send(body)
+        .map_err(|err| transport_error(url, err))?;
+    let header = |name: &str| {
+        let value = response.headers().get(name)?.to_str().ok()?;
+        Some(value.to_owned())
     };
+    let (retry_after, location) = (header("retry-after"), header("location"));
     let status = response.status();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_retry_after);
-    let location = response
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let raw = match response
+    let bytes = response
         .body_mut()
         .with_config()
         .limit(MAX_ANSWER)
         .read_to_vec()
-    {
-        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-        Err(err) => return transport_error(url, err),
+        .map_err(|err| transport_error(url, err))?;
+    let answer = Answer {
+        status,
+        retry_after: retry_after.as_deref().and_then(parse_retry_after),
+        location,
+        raw: String::from_utf8_lossy(&bytes).into_owned(),
     };
-    ui.debug_block(&format!("answer: {}", status_line(status)), &[&raw]);
-    judge(status, &raw, location, retry_after, build)
+    ui.debug_block(
+        &format!("answer: {}", status_line(answer.status)),
+        &[&answer.raw],
+    );
+    answer.judge(build)
 }
 
-fn transport_error(url: &str, err: ureq::Error) -> Attempt {
+fn transport_error(url: &str, err: ureq::Error) -> Failed {
     use ureq::Error as E;
     let message = match &err {
         E::Timeout(_) => "no complete answer within the timeout (COVERALLS_TIMEOUT)".to_owned(),
         other => other.to_string(),
     };
-    let error = Error::close(format!("could not reach {url}: {message}"));
+    let message = format!("could not reach {url}: {message}");
     // rustls reports a refused certificate as an I/O error that wraps its own.
     let tls_failed = match &err {
         E::Io(io) => io
@@ -301,10 +316,12 @@ fn transport_error(url: &str, err: ureq::Error) -> Attempt {
         _ => false,
     };
     if tls_failed {
-        return Attempt::Fail(error.hint(
-            "the TLS certificate was not trusted; for a private CA set SSL_CERT_FILE to its PEM \
-             bundle (verification is never turned off)",
-        ));
+        return Error::refused(message)
+            .with_hint(
+                "the TLS certificate was not trusted; for a private CA set SSL_CERT_FILE to its \
+                 PEM bundle (verification is never turned off)",
+            )
+            .into();
     }
     match err {
         E::Timeout(_)
@@ -313,79 +330,105 @@ fn transport_error(url: &str, err: ureq::Error) -> Attempt {
         | E::ConnectionFailed
         | E::Protocol(_)
         | E::BodyStalled
-        | E::ConnectProxyFailed(_) => Attempt::Retry { error, after: None },
-        _ => Attempt::Fail(error),
+        | E::ConnectProxyFailed(_) => Error::unavailable(message).into(),
+        _ => Error::refused(message).into(),
     }
 }
 
-/// Decide what an answer means. Success is 2xx and `"done": true` and no `"error"`.
-fn judge(
+/// An answer from Coveralls, read in full.
+struct Answer {
     status: StatusCode,
-    raw: &str,
-    location: Option<String>,
     retry_after: Option<Duration>,
-    build: &Build,
-) -> Attempt {
-    let json: Option<Value> = serde_json::from_str(raw).ok();
-    let field = |name: &str| {
-        json.as_ref()
-            .and_then(|j| j.get(name))
-            .filter(|v| !v.is_null())
-    };
-    let failed = |why: String| {
-        let mut error = Error::close(format!("Coveralls answered {}: {why}", status_line(status)));
-        error.answer = Some(raw.to_owned());
-        error
-    };
+    location: Option<String>,
+    raw: String,
+}
 
-    if status.is_success() {
-        if let Some(error) = field("error") {
-            return Attempt::Fail(failed(text_of(error)));
+impl Answer {
+    /// Success is 2xx and `"done": true` and no `"error"`.
+    fn judge(self, build: &Build) -> Result<Closed, Failed> {
+        let json: Option<Value> = serde_json::from_str(&self.raw).ok();
+        let field = |name: &str| {
+            json.as_ref()
+                .and_then(|j| j.get(name))
+                .filter(|v| !v.is_null())
+        };
+        if !self.status.is_success() {
+            let why = field("error")
+                .or(field("message"))
+                .map(text_of)
+                .unwrap_or_else(|| summarize(&self.raw));
+            return Err(self.failure(&why, build));
         }
-        return match field("done").and_then(Value::as_bool) {
-            Some(true) => Attempt::Closed(Closed {
+        if let Some(error) = field("error") {
+            return Err(self.refused(&text_of(error)).into());
+        }
+        match field("done").and_then(Value::as_bool) {
+            Some(true) => Ok(Closed {
                 url: field("url").and_then(Value::as_str).map(str::to_owned),
                 jobs: field("jobs").and_then(Value::as_u64),
-                raw: raw.to_owned(),
+                raw: self.raw.clone(),
             }),
-            Some(false) => {
-                Attempt::Fail(failed("\"done\" is false: the build was not closed".into()))
+            Some(false) => Err(self
+                .refused("\"done\" is false: the build was not closed")
+                .into()),
+            None => {
+                let why = format!("no \"done\": true in the answer: {}", summarize(&self.raw));
+                Err(self.refused(&why).into())
             }
-            None => Attempt::Fail(failed(format!(
-                "no \"done\": true in the answer: {}",
-                summarize(raw)
-            ))),
-        };
+        }
     }
-    let why = field("error")
-        .or(field("message"))
-        .map(text_of)
-        .unwrap_or_else(|| summarize(raw));
-    if status.is_redirection() {
-        let to = location.unwrap_or_else(|| "nowhere (no Location header)".to_owned());
-        return Attempt::Fail(
-            failed(format!("a redirect to {to}, which is not followed")).hint(
-                "point COVERALLS_ENDPOINT at the final address (redirects are not followed so \
-             the token never travels on)",
-            ),
-        );
+
+    /// What a status other than 2xx means, and what to do about it.
+    fn failure(&self, why: &str, build: &Build) -> Failed {
+        if self.status.is_redirection() {
+            let to = self
+                .location
+                .as_deref()
+                .unwrap_or("nowhere (no Location header)");
+            let why = format!("a redirect to {to}, which is not followed");
+            return self
+                .refused(&why)
+                .with_hint(
+                    "point COVERALLS_ENDPOINT at the final address (redirects are not followed \
+                     so the token never travels on)",
+                )
+                .into();
+        }
+        match self.status.as_u16() {
+            408 | 429 | 405 | 500..=599 => Failed {
+                error: self.error(Error::unavailable, why),
+                retry_after: self.retry_after,
+            },
+            422 if why.contains("No build matching") => self
+                .refused(why)
+                .with_hint(format!(
+                    "sent build number {} (from {}); the parallel uploads must have sent the \
+                     same service_number, and at least one must have reached Coveralls with \
+                     parallel: true",
+                    build.number, build.number_from
+                ))
+                .into(),
+            401 | 403 | 422 => self
+                .refused(why)
+                .with_hint(
+                    "check that COVERALLS_REPO_TOKEN is this repository's Coveralls repo token \
+                     (with a GITHUB_TOKEN, the repository name must be sent: COVERALLS_REPO_NAME)",
+                )
+                .into(),
+            _ => self.refused(why).into(),
+        }
     }
-    let error = failed(why.clone());
-    match status.as_u16() {
-        408 | 429 | 405 | 500..=599 => Attempt::Retry {
-            error,
-            after: retry_after,
-        },
-        422 if why.contains("No build matching") => Attempt::Fail(error.hint(format!(
-            "sent build number {} (from {}); the parallel uploads must have sent the same \
-             service_number, and at least one must have reached Coveralls with parallel: true",
-            build.number, build.number_from
-        ))),
-        401 | 403 | 422 => Attempt::Fail(error.hint(
-            "check that COVERALLS_REPO_TOKEN is this repository's Coveralls repo token \
-             (with a GITHUB_TOKEN, the repository name must be sent: COVERALLS_REPO_NAME)",
-        )),
-        _ => Attempt::Fail(error),
+
+    fn refused(&self, why: &str) -> Error {
+        self.error(Error::refused, why)
+    }
+
+    fn error(&self, kind: fn(String) -> Error, why: &str) -> Error {
+        kind(format!(
+            "Coveralls answered {}: {why}",
+            status_line(self.status)
+        ))
+        .with_answer(self.raw.clone())
     }
 }
 

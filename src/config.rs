@@ -1,50 +1,26 @@
-//! Settings from `COVERALLS_*` variables and flags, checked before anything is sent.
+//! Settings checked and typed, before anything is sent: what the CI tells, with the user's
+//! overrides applied in one place.
 
 use std::time::Duration;
 
-use serde::Deserialize;
-
-use crate::Error;
-use crate::ci;
-use crate::cli::Flags;
+use crate::ci::{self, Detected};
+use crate::client::{Build, Service};
 use crate::env::Env;
+use crate::error::Error;
+use crate::settings::{Flags, Given, Key, Sources};
 
-pub const DEFAULT_ENDPOINT: &str = "https://coveralls.io";
-pub const DEFAULT_RETRIES: u32 = 5;
 pub const MAX_RETRIES: u32 = 20;
-pub const DEFAULT_TIMEOUT_SECS: u64 = 20;
 pub const MAX_TIMEOUT_SECS: f64 = 600.0;
 
-/// The `COVERALLS_*` variables, read by `envy` (names lowercased, prefix dropped).
-/// All text: values are checked below so that errors can name the variable.
-#[derive(Deserialize, Default)]
-struct Vars {
-    repo_token: Option<String>,
-    endpoint: Option<String>,
-    carryforward_flags: Option<String>,
-    carryforward: Option<String>,
-    service_number: Option<String>,
-    build_number: Option<String>,
-    service_name: Option<String>,
-    repo_name: Option<String>,
-    fail_on_error: Option<String>,
-    dry_run: Option<String>,
-    debug: Option<String>,
-    retries: Option<String>,
-    timeout: Option<String>,
-}
-
-/// A value and where it came from: a flag or a variable, named in errors and logs.
-struct Given<'a> {
-    value: &'a str,
-    from: &'static str,
-}
-
-/// The token: never printed, not even by `{:?}`.
+/// A secret (a token): never printed, not even by `{:?}`.
 #[derive(Clone)]
-pub struct Secret(pub String);
+pub struct Secret(String);
 
 impl Secret {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Secret(secret.into())
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -56,28 +32,24 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// What the closer needs.
 #[derive(Debug)]
 pub struct Config {
     pub token: Option<Secret>,
-    /// Without a trailing `/`.
-    pub endpoint: String,
-    pub carryforward: Vec<String>,
+    pub service: Service,
     pub build: Build,
+    /// The CI detected, if any.
+    pub ci: Option<&'static str>,
     pub dry_run: bool,
-    pub retries: u32,
-    pub timeout: Duration,
 }
 
-/// The build to close, with what identifies it to Coveralls.
-#[derive(Debug, Clone)]
-pub struct Build {
-    pub number: String,
-    /// Where the number came from, for logs and hints: a flag, a variable, `VAR (CI name)`.
-    pub number_from: String,
-    pub ci: Option<&'static str>,
-    pub service_name: Option<String>,
-    pub repo_name: Option<String>,
-    pub attempt: Option<String>,
+/// What the closer and the receiver share: where Coveralls is, how to talk to it, and the
+/// settings of the one project the environment describes.
+pub struct Shared {
+    pub token: Option<Secret>,
+    pub service: Service,
+    pub carryforward: Vec<String>,
+    pub debug: bool,
 }
 
 /// The settings that decide how a failure is reported, readable even when the rest is wrong.
@@ -87,58 +59,104 @@ pub struct Early {
     pub token: Option<Secret>,
 }
 
-struct Sources<'a> {
-    vars: Vars,
-    flags: &'a Flags,
+/// What is needed to report anything at all. Falls back to safe values where the settings
+/// cannot be read: failing loudly, and the token masked if it can be found.
+pub fn early(env: &Env, flags: &Flags) -> (Early, Result<(), Error>) {
+    let token = env
+        .get("COVERALLS_REPO_TOKEN")
+        .ok()
+        .flatten()
+        .map(Secret::new);
+    let mut early = Early {
+        fail_on_error: true,
+        debug: false,
+        token,
+    };
+    let checked = Sources::read(env, flags).and_then(|sources| {
+        early.fail_on_error = boolean(&sources, Key::FailOnError)?;
+        early.debug = debug(&sources, env)?;
+        Ok(())
+    });
+    (early, checked)
 }
 
-impl<'a> Sources<'a> {
-    fn new(env: &Env, flags: &'a Flags) -> Result<Self, Error> {
-        env.check_unicode("COVERALLS_")?;
-        let vars = envy::prefixed("COVERALLS_")
-            .from_iter::<_, Vars>(env.pairs())
-            .map_err(|err| Error::config(format!("reading COVERALLS_* variables: {err}")))?;
-        Ok(Sources { vars, flags })
-    }
-
-    /// The flag if given, else the first variable that is set.
-    fn pick(
-        &'a self,
-        flag: &'static str,
-        vars: &[(&'static str, &'a Option<String>)],
-    ) -> Option<Given<'a>> {
-        if let Some(value) = self.flags.get(flag) {
-            return Some(Given { value, from: flag });
-        }
-        vars.iter()
-            .find_map(|(from, value)| value.as_deref().map(|value| Given { value, from }))
-    }
-
-    fn bool(
-        &'a self,
-        flag: &'static str,
-        var: (&'static str, &'a Option<String>),
-        default: bool,
-    ) -> Result<bool, Error> {
-        match self.pick(flag, &[var]) {
-            None => Ok(default),
-            Some(given) => parse_bool(&given),
-        }
-    }
-
-    fn fail_on_error(&'a self) -> Result<bool, Error> {
-        let var = ("COVERALLS_FAIL_ON_ERROR", &self.vars.fail_on_error);
-        self.bool("--fail-on-error", var, true)
-    }
-
-    fn debug(&'a self, env: &Env) -> Result<bool, Error> {
-        let runner_debug = env.get("RUNNER_DEBUG").ok().flatten() == Some("1");
-        self.bool("--debug", ("COVERALLS_DEBUG", &self.vars.debug), false)
-            .map(|debug| debug || runner_debug)
-    }
+pub fn shared(env: &Env, flags: &Flags) -> Result<Shared, Error> {
+    shared_from(&Sources::read(env, flags)?, env)
 }
 
-fn parse_bool(given: &Given) -> Result<bool, Error> {
+fn shared_from(sources: &Sources, env: &Env) -> Result<Shared, Error> {
+    let value = |key| sources.get(key).expect("the setting has a default");
+    Ok(Shared {
+        token: sources.given(Key::RepoToken).map(|t| Secret::new(t.value)),
+        service: Service {
+            endpoint: parse_endpoint(&value(Key::Endpoint))?,
+            retries: parse_retries(&value(Key::Retries))?,
+            timeout: parse_timeout(&value(Key::Timeout))?,
+        },
+        carryforward: sources
+            .given(Key::Carryforward)
+            .map(|given| split_flags(given.value))
+            .unwrap_or_default(),
+        debug: debug(sources, env)?,
+    })
+}
+
+pub fn load(env: &Env, flags: &Flags) -> Result<Config, Error> {
+    let sources = Sources::read(env, flags)?;
+    let Shared {
+        token,
+        service,
+        carryforward,
+        // Read, and checked, by `early`, which decides how everything is reported.
+        debug: _,
+    } = shared_from(&sources, env)?;
+    let dry_run = boolean(&sources, Key::DryRun)?;
+    let detected = ci::detect(env)?;
+    let ci = detected.name();
+    Ok(Config {
+        token,
+        service,
+        build: build(&sources, detected, carryforward)?,
+        ci,
+        dry_run,
+    })
+}
+
+/// The build the CI describes, with the user's overrides applied.
+fn build(sources: &Sources, detected: Detected, carryforward: Vec<String>) -> Result<Build, Error> {
+    let text = |key| {
+        sources
+            .given(key)
+            .map(|given| given.value.trim().to_owned())
+    };
+    let (number, number_from) = match (sources.given(Key::BuildNumber), &detected.number) {
+        (Some(given), _) => (given.value.trim().to_owned(), given.from.to_owned()),
+        (None, Some((number, var))) => {
+            let ci = detected.name().unwrap_or("CI");
+            (number.clone(), format!("{var}, {ci}"))
+        }
+        (None, None) => return Err(detected.missing_number()),
+    };
+    if number.is_empty() {
+        return Err(detected.missing_number());
+    }
+    Ok(Build {
+        number,
+        number_from,
+        service_name: text(Key::ServiceName).or(detected.service_name),
+        repo_name: text(Key::RepoName).or(detected.repo_name),
+        attempt: detected.attempt,
+        carryforward,
+    })
+}
+
+fn debug(sources: &Sources, env: &Env) -> Result<bool, Error> {
+    let runner_debug = env.get("RUNNER_DEBUG").ok().flatten() == Some("1");
+    Ok(boolean(sources, Key::Debug)? || runner_debug)
+}
+
+fn boolean(sources: &Sources, key: Key) -> Result<bool, Error> {
+    let given = sources.get(key).expect("a boolean has a default");
     match given.value.trim() {
         "true" | "True" | "TRUE" => Ok(true),
         "false" | "False" | "FALSE" => Ok(false),
@@ -149,147 +167,13 @@ fn parse_bool(given: &Given) -> Result<bool, Error> {
     }
 }
 
-/// What is needed to report anything at all. Falls back to safe values where the
-/// settings cannot be read: failing loudly, and the token masked if it can be found.
-pub fn early(env: &Env, flags: &Flags) -> (Early, Result<(), Error>) {
-    let token = env
-        .get("COVERALLS_REPO_TOKEN")
-        .ok()
-        .flatten()
-        .map(|t| Secret(t.to_owned()));
-    let mut early = Early {
-        fail_on_error: true,
-        debug: false,
-        token,
-    };
-    let checked = Sources::new(env, flags).and_then(|sources| {
-        early.fail_on_error = sources.fail_on_error()?;
-        early.debug = sources.debug(env)?;
-        Ok(())
-    });
-    (early, checked)
-}
-
-/// The settings the closer and the receiver share: where Coveralls is and how to talk to it.
-pub struct Common {
-    pub token: Option<Secret>,
-    pub endpoint: String,
-    pub carryforward: Vec<String>,
-    pub retries: u32,
-    pub timeout: Duration,
-    pub debug: bool,
-}
-
-pub fn common(env: &Env, flags: &Flags) -> Result<Common, Error> {
-    let sources = Sources::new(env, flags)?;
-    sources.common(env)
-}
-
-impl Sources<'_> {
-    fn common(&self, env: &Env) -> Result<Common, Error> {
-        let vars = &self.vars;
-        let endpoint = match self.pick("--endpoint", &[("COVERALLS_ENDPOINT", &vars.endpoint)]) {
-            Some(given) => parse_endpoint(given.value, given.from)?,
-            None => DEFAULT_ENDPOINT.to_owned(),
-        };
-        let carryforward = self
-            .pick(
-                "--carryforward",
-                &[
-                    ("COVERALLS_CARRYFORWARD_FLAGS", &vars.carryforward_flags),
-                    ("COVERALLS_CARRYFORWARD", &vars.carryforward),
-                ],
-            )
-            .map(|given| split_flags(given.value))
-            .unwrap_or_default();
-        let retries = match self.pick("--retries", &[("COVERALLS_RETRIES", &vars.retries)]) {
-            Some(given) => parse_retries(&given)?,
-            None => DEFAULT_RETRIES,
-        };
-        let timeout = match self.pick("--timeout", &[("COVERALLS_TIMEOUT", &vars.timeout)]) {
-            Some(given) => parse_timeout(&given)?,
-            None => Duration::from_secs(DEFAULT_TIMEOUT_SECS),
-        };
-        Ok(Common {
-            token: vars.repo_token.clone().map(Secret),
-            endpoint,
-            carryforward,
-            retries,
-            timeout,
-            debug: self.debug(env)?,
-        })
-    }
-}
-
-pub fn load(env: &Env, flags: &Flags) -> Result<Config, Error> {
-    let sources = Sources::new(env, flags)?;
-    let vars = &sources.vars;
-    let Common {
-        token,
-        endpoint,
-        carryforward,
-        retries,
-        timeout,
-        // Read, and checked, once by `early`, which decides how everything is reported.
-        debug: _,
-    } = sources.common(env)?;
-    let dry_run = sources.bool("--dry-run", ("COVERALLS_DRY_RUN", &vars.dry_run), false)?;
-
-    let detected = ci::read(env)?;
-    let override_number = sources.pick(
-        "--build-number",
-        &[
-            ("COVERALLS_SERVICE_NUMBER", &vars.service_number),
-            ("COVERALLS_BUILD_NUMBER", &vars.build_number),
-        ],
-    );
-    let (number, number_from) = match (override_number, detected.number) {
-        (Some(given), _) => (given.value.trim().to_owned(), given.from.to_owned()),
-        (None, Some((number, var))) => {
-            let ci = detected.ci.unwrap_or("CI");
-            (number, format!("{var}, {ci}"))
-        }
-        (None, None) => return Err(ci::missing_number(env)),
-    };
-    if number.is_empty() {
-        return Err(ci::missing_number(env));
-    }
-    let service_name = sources
-        .pick(
-            "--service-name",
-            &[("COVERALLS_SERVICE_NAME", &vars.service_name)],
-        )
-        .map(|given| given.value.trim().to_owned())
-        .or(detected.service_name);
-    let repo_name = sources
-        .pick("--repo-name", &[("COVERALLS_REPO_NAME", &vars.repo_name)])
-        .map(|given| given.value.trim().to_owned())
-        .or(detected.repo_name);
-
-    Ok(Config {
-        token,
-        endpoint,
-        carryforward,
-        build: Build {
-            number,
-            number_from,
-            ci: detected.ci,
-            service_name,
-            repo_name,
-            attempt: detected.attempt,
-        },
-        dry_run,
-        retries,
-        timeout,
-    })
-}
-
-/// A Coveralls base URL, without its trailing `/`; `from` names it in errors.
-pub fn parse_endpoint(given: &str, from: &str) -> Result<String, Error> {
-    let value = given.trim().trim_end_matches('/');
+/// A Coveralls base URL, without its trailing `/`.
+pub fn parse_endpoint(given: &Given) -> Result<String, Error> {
+    let value = given.value.trim().trim_end_matches('/');
     let bad = |why: &str| {
         Error::config(format!(
-            "{from} is {given:?}: {why}; expected a base URL such as {DEFAULT_ENDPOINT}"
+            "{} is {:?}: {why}; expected a base URL such as https://coveralls.io",
+            given.from, given.value
         ))
     };
     let uri: ureq::http::Uri = value.parse().map_err(|_| bad("not a URL"))?;
@@ -340,13 +224,17 @@ fn parse_timeout(given: &Given) -> Result<Duration, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Command, parse};
+    use crate::settings::{Command, parse};
+
+    fn flags(args: &[&str]) -> Flags {
+        match parse(args.iter().map(Into::into)).unwrap() {
+            Command::Close(flags) => flags,
+            other => panic!("not a close: {other:?}"),
+        }
+    }
 
     fn load_with(env: &[(&str, &str)], args: &[&str]) -> Result<Config, Error> {
-        let Command::Close(flags) = parse(args.iter().map(Into::into)).unwrap() else {
-            panic!("not a close")
-        };
-        load(&Env::from_pairs(env.iter().copied()), &flags)
+        load(&Env::from_pairs(env.iter().copied()), &flags(args))
     }
 
     #[test]
@@ -386,7 +274,11 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(cfg.carryforward, ["y"], "the main name wins over its alias");
+        assert_eq!(
+            cfg.build.carryforward,
+            ["y"],
+            "the main name wins over its alias"
+        );
     }
 
     #[test]
@@ -398,10 +290,7 @@ mod tests {
             err(&[n, ("COVERALLS_DRY_RUN", "yes")], &[])
                 .contains("COVERALLS_DRY_RUN is \"yes\"; expected true or false")
         );
-        let Command::Close(flags) = parse(["--fail-on-error=nope".into()]).unwrap() else {
-            panic!("not a close")
-        };
-        let early_err = early(&Env::from_pairs([n]), &flags)
+        let early_err = early(&Env::from_pairs([n]), &flags(&["--fail-on-error=nope"]))
             .1
             .unwrap_err()
             .to_string();
@@ -421,6 +310,17 @@ mod tests {
     }
 
     #[test]
+    fn every_default_value_passes_its_own_check() {
+        let cfg = load_with(&[("COVERALLS_SERVICE_NUMBER", "1")], &[]).unwrap();
+        assert_eq!(cfg.service.endpoint, "https://coveralls.io");
+        assert_eq!(cfg.service.retries, 5);
+        assert_eq!(cfg.service.timeout, Duration::from_secs(20));
+        assert!(!cfg.dry_run);
+        let (early, checked) = early(&Env::default(), &Flags::default());
+        assert!(checked.is_ok() && early.fail_on_error && !early.debug);
+    }
+
+    #[test]
     fn endpoint_loses_its_trailing_slash_and_booleans_take_three_spellings() {
         let cfg = load_with(
             &[
@@ -432,7 +332,7 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(cfg.endpoint, "https://cov.example/base");
+        assert_eq!(cfg.service.endpoint, "https://cov.example/base");
         assert!(cfg.dry_run);
         let env = Env::from_pairs([
             ("COVERALLS_DEBUG", "TRUE"),

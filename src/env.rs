@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 
-use crate::Error;
+use crate::error::Error;
 
 /// A snapshot of environment variables.
 ///

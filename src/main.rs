@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use coveralls_finish::env::Env;
+use coveralls_finish::Env;
 
 fn main() -> ExitCode {
     let args = std::env::args_os().skip(1);

@@ -6,6 +6,7 @@ use std::fs::OpenOptions;
 use std::hash::{BuildHasher, RandomState};
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 
@@ -15,7 +16,7 @@ pub struct Reporter<'a> {
     out: &'a mut dyn Write,
     err: &'a mut dyn Write,
     github: Option<GitHub>,
-    secrets: Vec<String>,
+    secrets: Arc<[String]>,
     pub debug: bool,
     /// Put before every line: the receiver names the delivery a line belongs to.
     pub prefix: String,
@@ -38,10 +39,16 @@ impl<'a> Reporter<'a> {
             out,
             err,
             github,
-            secrets: Vec::new(),
+            secrets: Arc::from([]),
             debug: false,
             prefix: String::new(),
         }
+    }
+
+    /// Redact these secrets, a list built once and shared (the receiver's, for every delivery).
+    pub fn with_secrets(mut self, secrets: Arc<[String]>) -> Self {
+        self.secrets = secrets;
+        self
     }
 
     pub fn on_github(&self) -> bool {
@@ -57,12 +64,14 @@ impl<'a> Reporter<'a> {
             // The one line that carries the secret: the runner masks it from then on.
             let _ = writeln!(self.out, "::add-mask::{}", escape_data(secret));
         }
-        self.secrets.push(secret.to_owned());
+        let mut secrets = self.secrets.to_vec();
+        secrets.push(secret.to_owned());
+        self.secrets = secrets.into();
     }
 
     pub fn redact(&self, text: &str) -> String {
         let mut text = text.to_owned();
-        for secret in &self.secrets {
+        for secret in self.secrets.iter() {
             text = text.replace(secret.as_str(), "***");
         }
         text

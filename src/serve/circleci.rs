@@ -77,51 +77,75 @@ pub(super) fn handle(
         .unwrap_or_default();
     delivery.event = Some(kind.clone());
     delivery.id = Some(event.id.clone());
-    let (slug, id) = match &event.project {
-        Some(p) => (p.slug.as_deref(), p.id.as_deref()),
-        None => (None, None),
-    };
     match kind.as_str() {
         "ping" => Reply::new(200, json!({"ok": true, "event": "ping"})),
-        "workflow-completed" => {
-            let Some(workflow) = &event.workflow else {
-                return Reply::error(
-                    400,
-                    "malformed CircleCI event: workflow-completed without a workflow",
-                );
-            };
-            let Some(project) = app.settings.circleci_project(slug, id) else {
-                return unknown_project(slug, id);
-            };
-            if let Err(reply) = wanted(&project.workflows, workflow.name.as_deref(), "workflow")
-                .and_then(|()| wanted(&project.statuses, workflow.status.as_deref(), "status"))
-            {
-                return reply;
-            }
-            close_workflow(app, project, workflow, &event, deadline, delivery)
-        }
-        "job-completed" => {
-            let Some(project) = app.settings.circleci_project(slug, id) else {
-                return unknown_project(slug, id);
-            };
-            let job = event.job.as_ref();
-            let job_name = job.and_then(|j| j.name.as_deref());
-            match (&project.final_job, &event.workflow) {
-                (Some(final_job), Some(workflow)) if Some(final_job.as_str()) == job_name => {
-                    let status = job.and_then(|j| j.status.as_deref());
-                    if let Err(reply) = wanted(&project.statuses, status, "status") {
-                        return reply;
-                    }
-                    close_workflow(app, project, workflow, &event, deadline, delivery)
-                }
-                (Some(_), None) => Reply::ignored("job-completed without a workflow"),
-                _ => Reply::ignored("job-completed: builds close on workflow-completed"),
-            }
-        }
+        "workflow-completed" => workflow_completed(app, &event, deadline, delivery),
+        "job-completed" => job_completed(app, &event, deadline, delivery),
         other => Reply::ignored(format!(
             "event type {other:?} is not one that closes a build"
         )),
     }
+}
+
+fn workflow_completed(
+    app: &App,
+    event: &Event,
+    deadline: Instant,
+    delivery: &mut Delivery,
+) -> Reply {
+    let Some(workflow) = &event.workflow else {
+        return Reply::error(
+            400,
+            "malformed CircleCI event: workflow-completed without a workflow",
+        );
+    };
+    let project = match project_of(app, event) {
+        Ok(project) => project,
+        Err(reply) => return reply,
+    };
+    if let Err(reply) = wanted(&project.workflows, workflow.name.as_deref(), "workflow")
+        .and_then(|()| wanted(&project.statuses, workflow.status.as_deref(), "status"))
+    {
+        return reply;
+    }
+    close_workflow(app, project, workflow, event, deadline, delivery)
+}
+
+/// A job's end closes the build only where it is the project's `final_job`.
+fn job_completed(app: &App, event: &Event, deadline: Instant, delivery: &mut Delivery) -> Reply {
+    let project = match project_of(app, event) {
+        Ok(project) => project,
+        Err(reply) => return reply,
+    };
+    let job = event.job.as_ref();
+    let job_name = job.and_then(|j| j.name.as_deref());
+    match (&project.final_job, &event.workflow) {
+        (Some(final_job), Some(workflow)) if Some(final_job.as_str()) == job_name => {
+            let status = job.and_then(|j| j.status.as_deref());
+            if let Err(reply) = wanted(&project.statuses, status, "status") {
+                return reply;
+            }
+            close_workflow(app, project, workflow, event, deadline, delivery)
+        }
+        (Some(_), None) => Reply::ignored("job-completed without a workflow"),
+        _ => Reply::ignored("job-completed: builds close on workflow-completed"),
+    }
+}
+
+/// The configured project an event belongs to; a project nobody configured is ignored, since
+/// a redelivery cannot help (so this is not an error status).
+fn project_of<'a>(app: &'a App, event: &Event) -> Result<&'a super::Project, Reply> {
+    let (slug, id) = match &event.project {
+        Some(p) => (p.slug.as_deref(), p.id.as_deref()),
+        None => (None, None),
+    };
+    app.settings.circleci_project(slug, id).ok_or_else(|| {
+        Reply::ignored(format!(
+            "no project is configured for CircleCI project {} (id {})",
+            slug.unwrap_or("?"),
+            id.unwrap_or("?")
+        ))
+    })
 }
 
 fn close_workflow(
@@ -137,15 +161,6 @@ fn close_workflow(
     let build = build(workflow.id.clone(), from, "circleci", project);
     let key = format!("circleci {} {}", project.name, workflow.id);
     close(app, project, build, &key, deadline, delivery)
-}
-
-fn unknown_project(slug: Option<&str>, id: Option<&str>) -> Reply {
-    // A redelivery cannot help, so this is not an error status.
-    Reply::ignored(format!(
-        "no project is configured for CircleCI project {} (id {})",
-        slug.unwrap_or("?"),
-        id.unwrap_or("?")
-    ))
 }
 
 /// Check `circleci-signature: v1=<hex>[,v2=…]`: only `v1` counts (a request cannot

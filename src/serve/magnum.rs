@@ -26,19 +26,8 @@ pub(super) fn handle(
     deadline: Instant,
     delivery: &mut Delivery,
 ) -> Reply {
-    let Some(secret) = &app.settings.magnum_secret else {
-        return Reply::error(
-            404,
-            "the Magnum CI receiver is off: MAGNUM_HOOK_SECRET is not set",
-        );
-    };
-    let given = form_urlencoded::parse(query.as_bytes()).find(|(name, _)| name == "secret");
-    match given {
-        None => return Reply::error(401, "missing ?secret= in the hook URL"),
-        Some((_, given)) if !bool::from(given.as_bytes().ct_eq(secret.expose().as_bytes())) => {
-            return Reply::error(401, "wrong secret in the hook URL");
-        }
-        Some(_) => {}
+    if let Err(reply) = authenticate(app, query) {
+        return reply;
     }
     delivery.event = Some("build".to_owned());
     let is_form = request.headers().iter().any(|h| {
@@ -47,19 +36,9 @@ pub(super) fn handle(
                 .as_str()
                 .starts_with("application/x-www-form-urlencoded")
     });
-    let json = if is_form {
-        match form_urlencoded::parse(body).find(|(name, _)| name == "payload") {
-            Some((_, payload)) => payload.into_owned().into_bytes(),
-            None => {
-                return Reply::error(400, "malformed Magnum CI hook: no form field \"payload\"");
-            }
-        }
-    } else {
-        body.to_vec()
-    };
-    let hook: Hook = match serde_json::from_slice(&json) {
+    let hook = match parse(body, is_form) {
         Ok(hook) => hook,
-        Err(err) => return Reply::error(400, format!("malformed Magnum CI hook: {err}")),
+        Err(reply) => return reply,
     };
     delivery.id = hook.id.as_ref().and_then(text);
     let (Some(project_id), Some(number)) = (text(&hook.project_id), text(&hook.number)) else {
@@ -81,6 +60,43 @@ pub(super) fn handle(
     let key = format!("magnum {project_id} {number}");
     let build = build(number, from, "magnum", project);
     close(app, project, build, &key, deadline, delivery)
+}
+
+/// The secret in the hook's query, compared in constant time.
+fn authenticate(app: &App, query: &str) -> Result<(), Reply> {
+    let Some(secret) = &app.settings.magnum_secret else {
+        return Err(Reply::error(
+            404,
+            "the Magnum CI receiver is off: MAGNUM_HOOK_SECRET is not set",
+        ));
+    };
+    let given = form_urlencoded::parse(query.as_bytes()).find(|(name, _)| name == "secret");
+    match given {
+        None => Err(Reply::error(401, "missing ?secret= in the hook URL")),
+        Some((_, given)) if !bool::from(given.as_bytes().ct_eq(secret.expose().as_bytes())) => {
+            Err(Reply::error(401, "wrong secret in the hook URL"))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// The hook's JSON: the raw body, or the form field `payload`.
+fn parse(body: &[u8], is_form: bool) -> Result<Hook, Reply> {
+    let json = if is_form {
+        match form_urlencoded::parse(body).find(|(name, _)| name == "payload") {
+            Some((_, payload)) => payload.into_owned().into_bytes(),
+            None => {
+                return Err(Reply::error(
+                    400,
+                    "malformed Magnum CI hook: no form field \"payload\"",
+                ));
+            }
+        }
+    } else {
+        body.to_vec()
+    };
+    serde_json::from_slice(&json)
+        .map_err(|err| Reply::error(400, format!("malformed Magnum CI hook: {err}")))
 }
 
 fn text(value: &Value) -> Option<String> {

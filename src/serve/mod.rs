@@ -2,11 +2,11 @@
 //! matching Coveralls build with the closer's own client, retry policy and errors.
 
 mod circleci;
+mod dedup;
 mod magnum;
-mod once;
 mod projects;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -14,32 +14,32 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tiny_http::{Header, Method, Request, Response, Server};
 
-use crate::client::{self, Body};
-use crate::config::{Build, Config};
+use crate::client::{self, Build};
 use crate::env::Env;
+use crate::error::{Error, Kind};
 use crate::report::Reporter;
-use crate::{Error, Kind};
-use once::{Claim, Once};
-pub use projects::{DEFAULT_LISTEN, Project, Settings};
+use crate::settings::Flags;
+use dedup::{Claim, Dedup};
+use projects::{Project, Settings};
 
 /// Bodies above this are refused (413) before they are read in full.
-pub const MAX_BODY: usize = 1 << 20;
+const MAX_BODY: usize = 1 << 20;
 /// CircleCI waits 10 seconds for an answer; closing must fit well inside that.
-pub const BUDGET: Duration = Duration::from_secs(8);
+const BUDGET: Duration = Duration::from_secs(8);
 /// Deliveries handled at once; more wait in line.
-pub const WORKERS: usize = 32;
+const WORKERS: usize = 32;
 /// Closed builds remembered, to answer duplicates without closing twice.
 const REMEMBERED: usize = 50_000;
 
 /// An answer to a delivery: a status and a JSON body.
 #[derive(Clone, Debug)]
-pub struct Reply {
-    pub status: u16,
-    pub body: Value,
+struct Reply {
+    status: u16,
+    body: Value,
 }
 
 impl Reply {
-    pub fn new(status: u16, body: Value) -> Self {
+    fn new(status: u16, body: Value) -> Self {
         Reply { status, body }
     }
 
@@ -65,11 +65,14 @@ struct Delivery {
 
 struct App {
     settings: Settings,
-    once: Once,
+    dedup: Dedup,
+    /// Every token and secret, redacted from every line: built once, at start.
+    secrets: Arc<[String]>,
 }
 
-pub fn run(flags: &crate::cli::ServeFlags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
+pub fn run(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
     let settings = Settings::load(flags, env)?;
+    let secrets: Arc<[String]> = settings.secrets().into();
     for project in &settings.projects {
         ui.mask(project.token.expose());
     }
@@ -102,7 +105,8 @@ pub fn run(flags: &crate::cli::ServeFlags, env: &Env, ui: &mut Reporter) -> Resu
         .map_err(|err| Error::config(format!("cannot handle SIGTERM/SIGINT: {err}")))?;
     let app = App {
         settings,
-        once: Once::new(REMEMBERED),
+        dedup: Dedup::new(REMEMBERED),
+        secrets,
     };
     std::thread::scope(|scope| {
         for worker in 0..WORKERS {
@@ -135,7 +139,7 @@ fn describe(project: &Project) -> String {
             parts.push(format!("{what} {value}"));
         }
     }
-    parts.push(format!("endpoint {}", project.endpoint));
+    parts.push(format!("endpoint {}", project.service.endpoint));
     if !project.carryforward.is_empty() {
         parts.push(format!("carryforward {}", project.carryforward.join(",")));
     }
@@ -221,19 +225,8 @@ fn log(
         reply.status,
         started.elapsed().as_secs_f64() * 1000.0,
     );
-    let mut err = std::io::stderr();
-    let mut out = std::io::sink();
-    let mut ui = Reporter::new(&mut out, &mut err, &Env::default());
-    for project in &app.settings.projects {
-        ui.mask(project.token.expose());
-    }
-    for secret in [&app.settings.circleci_secret, &app.settings.magnum_secret]
-        .into_iter()
-        .flatten()
-    {
-        ui.mask(secret.expose());
-    }
-    ui.log(&text);
+    let (mut out, mut err) = (std::io::sink(), std::io::stderr());
+    app.reporter(&mut out, &mut err).log(&text);
 }
 
 /// The raw body, at most [`MAX_BODY`] bytes.
@@ -267,6 +260,15 @@ fn wanted(list: &[String], value: Option<&str>, what: &str) -> Result<(), Reply>
     }
 }
 
+impl App {
+    /// A reporter to standard error that redacts every secret the receiver knows.
+    fn reporter<'a>(&self, out: &'a mut dyn Write, err: &'a mut dyn Write) -> Reporter<'a> {
+        let mut ui = Reporter::new(out, err, &Env::default()).with_secrets(self.secrets.clone());
+        ui.debug = self.settings.debug;
+        ui
+    }
+}
+
 /// Close `build` for `project`, once per `key`, within `deadline`.
 fn close(
     app: &App,
@@ -278,7 +280,7 @@ fn close(
 ) -> Reply {
     delivery.project = Some(project.name.clone());
     delivery.build = Some(build.number.clone());
-    match app.once.claim(key, deadline) {
+    match app.dedup.claim(key, deadline) {
         Claim::First => {}
         Claim::Duplicate(mut reply) => {
             delivery.outcome = Some("duplicate: answered as the first delivery was".to_owned());
@@ -293,31 +295,37 @@ fn close(
             );
         }
     }
-    let config = Config {
-        token: Some(project.token.clone()),
-        endpoint: project.endpoint.clone(),
-        carryforward: project.carryforward.clone(),
-        build,
-        dry_run: false,
-        retries: app.settings.retries,
-        timeout: app.settings.timeout,
-    };
-    let body = serde_json::to_vec(&Body::new(&config, project.token.expose()))
-        .expect("the body serialises");
-    let mut err = std::io::stderr();
-    let mut out = std::io::sink();
-    let mut ui = Reporter::new(&mut out, &mut err, &Env::default());
-    ui.mask(project.token.expose());
-    ui.prefix = format!("project {} build {}: ", project.name, config.build.number);
+    let (mut out, mut err) = (std::io::sink(), std::io::stderr());
+    let mut ui = app.reporter(&mut out, &mut err);
+    ui.prefix = format!("project {} build {}: ", project.name, build.number);
     let agent = &project.agents[delivery.worker % project.agents.len()];
-    let result = client::close(agent, &config, &body, &mut ui, Some(deadline));
-    let number = &config.build.number;
-    let (reply, remember) = match result {
+    let token = project.token.expose();
+    let result = client::close(
+        agent,
+        &project.service,
+        &build,
+        token,
+        Some(deadline),
+        &mut ui,
+    );
+    let (reply, remember) = answer(project, &build, result, &ui, delivery);
+    app.dedup.settle(key, &reply, remember);
+    reply
+}
+
+/// The answer to a close, and whether a later delivery should get the same one.
+fn answer(
+    project: &Project,
+    build: &Build,
+    result: Result<client::Closed, Error>,
+    ui: &Reporter,
+    delivery: &mut Delivery,
+) -> (Reply, bool) {
+    let number = &build.number;
+    match result {
         Ok(closed) => {
-            delivery.outcome = Some(format!(
-                "closed: {} jobs",
-                closed.jobs.map_or("?".into(), |j| j.to_string())
-            ));
+            let jobs = closed.jobs.map_or("?".into(), |j| j.to_string());
+            delivery.outcome = Some(format!("closed: {jobs} jobs"));
             let body = json!({
                 "closed": true, "project": project.name, "build_num": number,
                 "url": closed.url, "jobs": closed.jobs,
@@ -330,7 +338,7 @@ fn close(
             let body = json!({
                 "closed": false, "project": project.name, "build_num": number, "error": message,
             });
-            match error.kind {
+            match error.kind() {
                 // A later delivery cannot change a refusal: answer 200 so CircleCI stops.
                 Kind::Refused | Kind::Config => (Reply::new(200, body), true),
                 // Ask for the delivery again, and let it try afresh.
@@ -338,23 +346,17 @@ fn close(
                 Kind::OutOfTime => (Reply::new(503, body), false),
             }
         }
-    };
-    app.once.settle(key, &reply, remember);
-    reply
+    }
 }
 
-fn build(number: String, number_from: String, service_name: &str, project: &Project) -> Build {
+/// The build a delivery names, for `project`: `source` is the `service_name` its uploads used.
+fn build(number: String, number_from: String, source: &str, project: &Project) -> Build {
+    let service_name = project.service_name.as_deref().unwrap_or(source);
     Build {
         number,
         number_from,
-        ci: None,
-        service_name: Some(
-            project
-                .service_name
-                .clone()
-                .unwrap_or_else(|| service_name.to_owned()),
-        ),
-        repo_name: None,
-        attempt: None,
+        service_name: Some(service_name.to_owned()),
+        carryforward: project.carryforward.clone(),
+        ..Build::default()
     }
 }

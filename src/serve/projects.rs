@@ -2,26 +2,22 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::time::Duration;
 
 use serde::Deserialize;
 use ureq::Agent;
 
-use crate::Error;
-use crate::cli::{Flags, ServeFlags};
-use crate::client;
+use crate::client::{self, Service};
 use crate::config::{self, Secret};
 use crate::env::Env;
-
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+use crate::error::Error;
+use crate::settings::{Flags, Given, Key, Sources};
 
 pub struct Settings {
     pub listen: String,
     pub circleci_secret: Option<Secret>,
     pub magnum_secret: Option<Secret>,
     pub projects: Vec<Project>,
-    pub retries: u32,
-    pub timeout: Duration,
+    pub debug: bool,
 }
 
 pub struct Project {
@@ -32,7 +28,7 @@ pub struct Project {
     pub circleci_project_id: Option<String>,
     pub magnum_project_id: Option<String>,
     pub token: Secret,
-    pub endpoint: String,
+    pub service: Service,
     pub carryforward: Vec<String>,
     /// Workflow names that close a build; empty: all.
     pub workflows: Vec<String>,
@@ -92,51 +88,26 @@ impl Id {
 }
 
 impl Settings {
-    pub fn load(flags: &ServeFlags, env: &Env) -> Result<Settings, Error> {
-        let common = config::common(env, &Flags::default())?;
-        let secret = |name: &str| -> Result<Option<Secret>, Error> {
-            Ok(env.get(name)?.map(|s| Secret(s.to_owned())))
+    pub fn load(flags: &Flags, env: &Env) -> Result<Settings, Error> {
+        let shared = config::shared(env, flags)?;
+        let sources = Sources::read(env, flags)?;
+        let listen = sources
+            .get(Key::Listen)
+            .expect("a default")
+            .value
+            .to_owned();
+        let projects = match sources.given(Key::Config) {
+            Some(Given { value: path, .. }) => from_file(Path::new(path), env, &shared.service)?,
+            None => vec![from_env(&shared, env)?],
         };
-        let listen = match &flags.listen {
-            Some(listen) => listen.clone(),
-            None => env
-                .get("COVERALLS_FINISH_LISTEN")?
-                .unwrap_or(DEFAULT_LISTEN)
-                .to_owned(),
-        };
-        let projects = match &flags.config {
-            Some(path) => from_file(path, env, &common.endpoint)?,
-            None => {
-                let token = common.token.clone().ok_or_else(|| {
-                    Error::config(
-                        "COVERALLS_REPO_TOKEN is not set; the receiver needs it, or --config \
-                         with a file of projects",
-                    )
-                })?;
-                vec![Project {
-                    name: "default".to_owned(),
-                    any: true,
-                    circleci_slug: None,
-                    circleci_project_id: None,
-                    magnum_project_id: None,
-                    token,
-                    agents: client::agents(&common.endpoint, env, super::WORKERS)?,
-                    endpoint: common.endpoint.clone(),
-                    carryforward: common.carryforward.clone(),
-                    workflows: Vec::new(),
-                    statuses: Vec::new(),
-                    final_job: None,
-                    service_name: None,
-                }]
-            }
-        };
+        let secret =
+            |name: &str| -> Result<Option<Secret>, Error> { Ok(env.get(name)?.map(Secret::new)) };
         let settings = Settings {
             listen,
             circleci_secret: secret("CIRCLECI_WEBHOOK_SECRET")?,
             magnum_secret: secret("MAGNUM_HOOK_SECRET")?,
             projects,
-            retries: common.retries,
-            timeout: common.timeout,
+            debug: shared.debug,
         };
         if settings.circleci_secret.is_none() && settings.magnum_secret.is_none() {
             return Err(Error::config(
@@ -162,6 +133,43 @@ impl Settings {
             .iter()
             .find(|p| p.any || p.magnum_project_id.as_deref() == Some(project_id))
     }
+
+    /// Every secret and token, for redacting them from the log.
+    pub fn secrets(&self) -> Vec<String> {
+        let tokens = self.projects.iter().map(|p| &p.token);
+        let secrets = [&self.circleci_secret, &self.magnum_secret]
+            .into_iter()
+            .flatten();
+        tokens
+            .chain(secrets)
+            .map(|s| s.expose().to_owned())
+            .collect()
+    }
+}
+
+/// The one project the environment describes: every event is its.
+fn from_env(shared: &config::Shared, env: &Env) -> Result<Project, Error> {
+    let token = shared.token.clone().ok_or_else(|| {
+        Error::config(
+            "COVERALLS_REPO_TOKEN is not set; the receiver needs it, or --config with a file of \
+             projects",
+        )
+    })?;
+    Ok(Project {
+        name: "default".to_owned(),
+        any: true,
+        circleci_slug: None,
+        circleci_project_id: None,
+        magnum_project_id: None,
+        token,
+        agents: client::agents(&shared.service.endpoint, env, super::WORKERS)?,
+        service: shared.service.clone(),
+        carryforward: shared.carryforward.clone(),
+        workflows: Vec::new(),
+        statuses: Vec::new(),
+        final_job: None,
+        service_name: None,
+    })
 }
 
 /// CircleCI writes the same project as `gh/org/repo` and `github/org/repo`.
@@ -174,113 +182,126 @@ fn normalize_slug(slug: &str) -> String {
     }
 }
 
-fn from_file(path: &Path, env: &Env, default_endpoint: &str) -> Result<Vec<Project>, Error> {
-    let shown = path.display();
+fn from_file(path: &Path, env: &Env, shared: &Service) -> Result<Vec<Project>, Error> {
+    let shown = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|err| Error::config(format!("{shown}: cannot read it: {err}")))?;
     let file: File =
         basic_toml::from_str(&text).map_err(|err| Error::config(format!("{shown}: {err}")))?;
-    let default_endpoint = match &file.endpoint {
-        Some(endpoint) => config::parse_endpoint(endpoint, "endpoint")
-            .map_err(|err| err.context(shown.to_string()))?,
-        None => default_endpoint.to_owned(),
-    };
+    let mut service = shared.clone();
+    if let Some(endpoint) = &file.endpoint {
+        let given = Given {
+            value: endpoint,
+            from: "endpoint",
+        };
+        service.endpoint = config::parse_endpoint(&given).map_err(|err| err.context(&shown))?;
+    }
     if file.project.is_empty() {
         return Err(Error::config(format!(
             "{shown}: no [[project]] tables; expected at least one"
         )));
     }
     let mut seen = HashSet::new();
-    let mut projects = Vec::new();
-    for entry in file.project {
-        let name = entry.name.trim().to_owned();
-        let at = |key: &str, what: String| {
-            Error::config(format!("{shown}: project {name:?}: {key}: {what}"))
-        };
-        if name.is_empty() {
-            return Err(Error::config(format!(
-                "{shown}: a project has an empty name"
-            )));
-        }
-        if !seen.insert(format!("name {name}")) {
-            return Err(at("name", "another project has this name".into()));
-        }
-        let magnum_project_id = entry.magnum_project_id.as_ref().map(Id::text);
-        let keys = [
-            (
-                "circleci_slug",
-                entry.circleci_slug.as_deref().map(normalize_slug),
-            ),
-            ("circleci_project_id", entry.circleci_project_id.clone()),
-            ("magnum_project_id", magnum_project_id.clone()),
-        ];
-        if keys.iter().all(|(_, v)| v.is_none()) {
-            return Err(at(
-                "circleci_slug",
-                "set circleci_slug, circleci_project_id or magnum_project_id, so events can \
-                 find this project"
-                    .into(),
-            ));
-        }
-        for (key, value) in &keys {
-            if let Some(value) = value {
-                if !seen.insert(format!("{key} {value}")) {
-                    return Err(at(
-                        key,
-                        format!("{value:?} belongs to another project already"),
-                    ));
-                }
+    file.project
+        .into_iter()
+        .map(|entry| {
+            let name = entry.name.trim().to_owned();
+            if name.is_empty() {
+                return Err(Error::config(format!(
+                    "{shown}: a project has an empty name"
+                )));
             }
-        }
-        let token = match (&entry.repo_token, &entry.repo_token_env) {
-            (Some(token), None) if !token.is_empty() => Secret(token.clone()),
-            (None, Some(var)) => match env.get(var)? {
-                Some(token) => Secret(token.to_owned()),
-                None => {
-                    return Err(at(
-                        "repo_token_env",
-                        format!("names {var}, which is not set"),
-                    ));
-                }
-            },
-            (Some(_), Some(_)) => {
-                return Err(at(
-                    "repo_token",
-                    "set repo_token or repo_token_env, not both".into(),
-                ));
-            }
-            _ => {
-                return Err(at(
-                    "repo_token_env",
-                    "missing; expected the name of the variable that holds the repo token \
-                     (or repo_token)"
-                        .into(),
-                ));
-            }
-        };
-        let endpoint = match &entry.endpoint {
-            Some(endpoint) => config::parse_endpoint(endpoint, "endpoint")
-                .map_err(|err| at("endpoint", err.message))?,
-            None => default_endpoint.clone(),
-        };
-        let carryforward = config::split_flags(&entry.carryforward.join(","));
-        projects.push(Project {
-            agents: client::agents(&endpoint, env, super::WORKERS)?,
-            name: name.clone(),
-            any: false,
-            circleci_slug: entry.circleci_slug,
-            circleci_project_id: entry.circleci_project_id,
-            magnum_project_id,
-            token,
-            endpoint,
-            carryforward,
-            workflows: entry.workflows,
-            statuses: entry.statuses,
-            final_job: entry.final_job,
-            service_name: entry.service_name,
-        });
+            let at = |key: &str, what: &str| {
+                Error::config(format!("{shown}: project {name:?}: {key}: {what}"))
+            };
+            project(entry, &name, &mut seen, env, &service, &at)
+        })
+        .collect()
+}
+
+/// One `[[project]]` table, checked; `at` names the file, the project and the key in errors.
+fn project(
+    entry: Entry,
+    name: &str,
+    seen: &mut HashSet<String>,
+    env: &Env,
+    service: &Service,
+    at: &dyn Fn(&str, &str) -> Error,
+) -> Result<Project, Error> {
+    if !seen.insert(format!("name {name}")) {
+        return Err(at("name", "another project has this name"));
     }
-    Ok(projects)
+    let magnum_project_id = entry.magnum_project_id.as_ref().map(Id::text);
+    let keys = [
+        (
+            "circleci_slug",
+            entry.circleci_slug.as_deref().map(normalize_slug),
+        ),
+        ("circleci_project_id", entry.circleci_project_id.clone()),
+        ("magnum_project_id", magnum_project_id.clone()),
+    ];
+    if keys.iter().all(|(_, v)| v.is_none()) {
+        return Err(at(
+            "circleci_slug",
+            "set circleci_slug, circleci_project_id or magnum_project_id, so events can find \
+             this project",
+        ));
+    }
+    for (key, value) in &keys {
+        if let Some(value) = value {
+            if !seen.insert(format!("{key} {value}")) {
+                let what = format!("{value:?} belongs to another project already");
+                return Err(at(key, &what));
+            }
+        }
+    }
+    let mut service = service.clone();
+    if let Some(endpoint) = &entry.endpoint {
+        let given = Given {
+            value: endpoint,
+            from: "endpoint",
+        };
+        service.endpoint =
+            config::parse_endpoint(&given).map_err(|e| at("endpoint", e.message()))?;
+    }
+    Ok(Project {
+        agents: client::agents(&service.endpoint, env, super::WORKERS)?,
+        token: token(&entry, env, at)?,
+        name: name.to_owned(),
+        any: false,
+        circleci_slug: entry.circleci_slug,
+        circleci_project_id: entry.circleci_project_id,
+        magnum_project_id,
+        service,
+        carryforward: config::split_flags(&entry.carryforward.join(",")),
+        workflows: entry.workflows,
+        statuses: entry.statuses,
+        final_job: entry.final_job,
+        service_name: entry.service_name,
+    })
+}
+
+/// The project's token: in the file, or in the variable the file names.
+fn token(entry: &Entry, env: &Env, at: &dyn Fn(&str, &str) -> Error) -> Result<Secret, Error> {
+    match (&entry.repo_token, &entry.repo_token_env) {
+        (Some(token), None) if !token.is_empty() => Ok(Secret::new(token.clone())),
+        (None, Some(var)) => match env.get(var)? {
+            Some(token) => Ok(Secret::new(token)),
+            None => Err(at(
+                "repo_token_env",
+                &format!("names {var}, which is not set"),
+            )),
+        },
+        (Some(_), Some(_)) => Err(at(
+            "repo_token",
+            "set repo_token or repo_token_env, not both",
+        )),
+        _ => Err(at(
+            "repo_token_env",
+            "missing; expected the name of the variable that holds the repo token (or \
+             repo_token)",
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -293,9 +314,9 @@ mod tests {
         std::fs::write(&path, toml).unwrap();
         let mut env = env.to_vec();
         env.push(("CIRCLECI_WEBHOOK_SECRET", "s"));
-        let flags = ServeFlags {
-            listen: None,
-            config: Some(path),
+        let args = ["serve".into(), "--config".into(), path.into_os_string()];
+        let Ok(crate::settings::Command::Serve(flags)) = crate::settings::parse(args) else {
+            panic!("not serve");
         };
         Settings::load(&flags, &Env::from_pairs(env))
     }
@@ -323,7 +344,7 @@ mod tests {
             .unwrap();
         assert_eq!(api.name, "api");
         assert_eq!(api.token.expose(), "api-token");
-        assert_eq!(api.endpoint, "https://coveralls.example");
+        assert_eq!(api.service.endpoint, "https://coveralls.example");
         assert_eq!(api.carryforward, ["unit", "e2e"]);
         let web = settings
             .circleci_project(Some("circleci/x/y"), Some("84996744-a854"))

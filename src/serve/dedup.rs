@@ -8,7 +8,7 @@ use super::Reply;
 
 /// A bounded record of recent closes, keyed by build. The first delivery of a key does the
 /// work; concurrent duplicates wait for its answer instead of closing a second time.
-pub struct Once {
+pub struct Dedup {
     state: Mutex<State>,
     settled: Condvar,
     capacity: usize,
@@ -26,7 +26,7 @@ enum Entry {
 }
 
 pub enum Claim {
-    /// Nobody has this key: the caller must close, then call [`Once::settle`].
+    /// Nobody has this key: the caller must close, then call [`Dedup::settle`].
     First,
     /// Closed before (or just now, by a delivery we waited for): its answer.
     Duplicate(Reply),
@@ -34,9 +34,9 @@ pub enum Claim {
     StillRunning,
 }
 
-impl Once {
+impl Dedup {
     pub fn new(capacity: usize) -> Self {
-        Once {
+        Dedup {
             state: Mutex::new(State {
                 entries: HashMap::new(),
                 order: VecDeque::new(),
@@ -114,7 +114,7 @@ mod tests {
 
     #[test]
     fn concurrent_duplicates_wait_and_share_one_answer() {
-        let once = Arc::new(Once::new(100));
+        let once = Arc::new(Dedup::new(100));
         let closes = Arc::new(AtomicUsize::new(0));
         let threads: Vec<_> = (0..16)
             .map(|_| {
@@ -139,7 +139,7 @@ mod tests {
 
     #[test]
     fn a_forgotten_failure_lets_the_next_delivery_try_again() {
-        let once = Once::new(100);
+        let once = Dedup::new(100);
         assert!(matches!(once.claim("k", soon()), Claim::First));
         once.settle("k", &Reply::new(502, serde_json::json!({})), false);
         assert!(matches!(once.claim("k", soon()), Claim::First));
@@ -147,7 +147,7 @@ mod tests {
 
     #[test]
     fn a_waiter_gives_up_at_its_deadline() {
-        let once = Once::new(100);
+        let once = Dedup::new(100);
         assert!(matches!(once.claim("k", soon()), Claim::First));
         let now = Instant::now() + Duration::from_millis(20);
         assert!(matches!(once.claim("k", now), Claim::StillRunning));
@@ -155,7 +155,7 @@ mod tests {
 
     #[test]
     fn the_record_is_bounded_and_forgets_the_oldest() {
-        let once = Once::new(3);
+        let once = Dedup::new(3);
         let done = Reply::new(200, serde_json::json!({}));
         for key in ["a", "b", "c", "d"] {
             assert!(matches!(once.claim(key, soon()), Claim::First));

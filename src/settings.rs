@@ -1,0 +1,580 @@
+//! Every setting, written once: its flag, its variables, its default, its help and the action
+//! input that sets it. Parsing the command line, `--help`, reading the `COVERALLS_*` variables
+//! (with `envy`) and the checks of README.md and action.yml all come from [`SETTINGS`].
+
+use std::ffi::OsString;
+
+use lexopt::prelude::*;
+use serde::Deserialize;
+
+use crate::env::Env;
+use crate::error::Error;
+
+/// Which command takes a setting's flag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Close,
+    Serve,
+    Both,
+}
+
+/// What a flag takes: a value, or a boolean (`--dry-run` alone means true).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Takes {
+    Value(&'static str),
+    Bool,
+}
+
+/// What applies when a setting is given neither as a flag nor as a variable.
+#[derive(Clone, Copy, Debug)]
+pub enum Default {
+    /// This value, read exactly like a given one.
+    Value(&'static str),
+    /// No value; the text says what happens instead.
+    None(&'static str),
+}
+
+#[derive(Debug)]
+pub struct Setting {
+    pub key: Key,
+    pub scope: Scope,
+    /// `None` for the token, which a command line (and so a process listing) must never carry.
+    pub flag: Option<&'static str>,
+    pub takes: Takes,
+    /// The variable, then its aliases; the first one set wins.
+    pub vars: &'static [&'static str],
+    pub default: Default,
+    /// The GitHub Action's input that sets the first variable.
+    #[cfg_attr(not(test), expect(dead_code, reason = "read by the action.yml check"))]
+    pub input: Option<&'static str>,
+    pub help: &'static str,
+}
+
+/// Declares the settings once: the [`Key`] enum, the `Vars` struct that `envy` fills and
+/// [`SETTINGS`]. A variable is written as its `Vars` field, which is how `envy` names it: the
+/// variable without its `COVERALLS_` prefix, in small letters (`service_number` is
+/// `COVERALLS_SERVICE_NUMBER`).
+macro_rules! settings {
+    ($($key:ident {
+        scope: $scope:ident,
+        flag: $flag:expr,
+        takes: $takes:expr,
+        vars: [$($var:ident),*],
+        default: $default:expr,
+        input: $input:expr,
+        help: $help:expr $(,)?
+    })*) => {
+        /// A setting, named by type rather than by string.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Key { $($key),* }
+
+        /// The variables as `envy` reads them: the prefix dropped, the names lowercased.
+        #[derive(Deserialize, Default)]
+        struct Vars { $($($var: Option<String>,)*)* }
+
+        impl Vars {
+            /// The variables of `key` with their values, in the order they are looked at.
+            fn of(&self, key: Key) -> Vec<(&'static str, Option<&str>)> {
+                match key {
+                    $(Key::$key => vec![$((var_name!($var), self.$var.as_deref())),*],)*
+                }
+            }
+        }
+
+        pub const SETTINGS: &[Setting] = &[$(Setting {
+            key: Key::$key,
+            scope: Scope::$scope,
+            flag: $flag,
+            takes: $takes,
+            vars: &[$(var_name!($var)),*],
+            default: $default,
+            input: $input,
+            help: $help,
+        }),*];
+    };
+}
+
+/// The variable a `Vars` field reads, worked out at compile time: `COVERALLS_` and the field's
+/// name in capitals.
+macro_rules! var_name {
+    ($field:ident) => {{
+        const LOWER: &str = concat!("COVERALLS_", stringify!($field));
+        const UPPER: [u8; LOWER.len()] = capitals(LOWER);
+        match std::str::from_utf8(&UPPER) {
+            Ok(name) => name,
+            Err(_) => panic!("a variable name is ASCII"),
+        }
+    }};
+}
+
+const fn capitals<const N: usize>(name: &str) -> [u8; N] {
+    let mut upper = [0; N];
+    let mut i = 0;
+    while i < N {
+        upper[i] = name.as_bytes()[i].to_ascii_uppercase();
+        i += 1;
+    }
+    upper
+}
+
+settings! {
+    RepoToken {
+        scope: Both,
+        flag: None,
+        takes: Takes::Value("TOKEN"),
+        vars: [repo_token],
+        default: Default::None("required, except for a dry run"),
+        input: Some("github-token"),
+        help: "the Coveralls repo token, or a GitHub Actions `GITHUB_TOKEN`",
+    }
+    Endpoint {
+        scope: Both,
+        flag: Some("--endpoint"),
+        takes: Takes::Value("URL"),
+        vars: [endpoint],
+        default: Default::Value("https://coveralls.io"),
+        input: Some("coveralls-endpoint"),
+        help: "base URL, for Coveralls Enterprise; a trailing `/` is fine",
+    }
+    Carryforward {
+        scope: Both,
+        flag: Some("--carryforward"),
+        takes: Takes::Value("FLAGS"),
+        vars: [carryforward_flags, carryforward],
+        default: Default::None("none"),
+        input: Some("carryforward"),
+        help: "flag names to carry forward, separated by commas and/or newlines; blanks trimmed, \
+               empties and repeats dropped",
+    }
+    BuildNumber {
+        scope: Close,
+        flag: Some("--build-number"),
+        takes: Takes::Value("N"),
+        vars: [service_number, build_number],
+        default: Default::None("detected from the CI"),
+        input: Some("build-number"),
+        help: "the build number the parallel uploads used, overriding detection",
+    }
+    ServiceName {
+        scope: Close,
+        flag: Some("--service-name"),
+        takes: Takes::Value("NAME"),
+        vars: [service_name],
+        default: Default::None("detected from the CI"),
+        input: None,
+        help: "`service_name` sent to Coveralls",
+    }
+    RepoName {
+        scope: Close,
+        flag: Some("--repo-name"),
+        takes: Takes::Value("OWNER/REPO"),
+        vars: [repo_name],
+        default: Default::None("`GITHUB_REPOSITORY` on GitHub"),
+        input: Some("repo-name"),
+        help: "`repo_name` sent to Coveralls (needed with a `GITHUB_TOKEN`)",
+    }
+    FailOnError {
+        scope: Close,
+        flag: Some("--fail-on-error"),
+        takes: Takes::Bool,
+        vars: [fail_on_error],
+        default: Default::Value("true"),
+        input: Some("fail-on-error"),
+        help: "`false`: any failure, configuration included, becomes a warning and exit 0",
+    }
+    DryRun {
+        scope: Close,
+        flag: Some("--dry-run"),
+        takes: Takes::Bool,
+        vars: [dry_run],
+        default: Default::Value("false"),
+        input: Some("dry-run"),
+        help: "print the request that would be sent (token redacted); send nothing",
+    }
+    Debug {
+        scope: Both,
+        flag: Some("--debug"),
+        takes: Takes::Bool,
+        vars: [debug],
+        default: Default::Value("false"),
+        input: Some("debug"),
+        help: "verbose diagnostics: settings, each request and answer (also on when \
+               `RUNNER_DEBUG=1`)",
+    }
+    Retries {
+        scope: Both,
+        flag: Some("--retries"),
+        takes: Takes::Value("N"),
+        vars: [retries],
+        default: Default::Value("5"),
+        input: Some("retries"),
+        help: "retries after the first attempt, 0 to 20",
+    }
+    Timeout {
+        scope: Both,
+        flag: Some("--timeout"),
+        takes: Takes::Value("SECS"),
+        vars: [timeout],
+        default: Default::Value("20"),
+        input: Some("timeout"),
+        help: "seconds one attempt may take, from connecting to the last byte; fractions \
+               allowed, at most 600",
+    }
+    Listen {
+        scope: Serve,
+        flag: Some("--listen"),
+        takes: Takes::Value("ADDR"),
+        vars: [finish_listen],
+        default: Default::Value("127.0.0.1:8080"),
+        input: None,
+        help: "address and port to listen on",
+    }
+    Config {
+        scope: Serve,
+        flag: Some("--config"),
+        takes: Takes::Value("FILE"),
+        vars: [],
+        default: Default::None("one project from the environment"),
+        input: None,
+        help: "a TOML file of projects",
+    }
+}
+
+impl Setting {
+    pub fn of(key: Key) -> &'static Setting {
+        SETTINGS
+            .iter()
+            .find(|setting| setting.key == key)
+            .expect("the macro gives every key a setting")
+    }
+
+    fn accepted_by(&self, scope: Scope) -> bool {
+        self.scope == scope || self.scope == Scope::Both
+    }
+
+    /// The flag as `--help` and README show it: `--timeout SECS`, `--dry-run[=BOOL]`.
+    pub fn usage(&self) -> Option<String> {
+        let flag = self.flag?;
+        Some(match self.takes {
+            Takes::Value(value) => format!("{flag} {value}"),
+            Takes::Bool => format!("{flag}[=BOOL]"),
+        })
+    }
+
+    pub fn default_text(&self) -> &'static str {
+        match self.default {
+            Default::Value(text) | Default::None(text) => text,
+        }
+    }
+}
+
+/// Flag values as given, by key; the last one given wins.
+#[derive(Debug, Default)]
+pub struct Flags {
+    given: Vec<(Key, String)>,
+}
+
+impl Flags {
+    pub fn get(&self, key: Key) -> Option<&str> {
+        self.given
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == key)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+#[derive(Debug)]
+pub enum Command {
+    Close(Flags),
+    Serve(Flags),
+    Help(Scope),
+    Version,
+}
+
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, Error> {
+    let mut args = args.into_iter().peekable();
+    let scope = match args.peek() {
+        Some(first) if first == "serve" => {
+            args.next();
+            Scope::Serve
+        }
+        _ => Scope::Close,
+    };
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut flags = Flags::default();
+    while let Some(arg) = parser.next().map_err(usage)? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(scope)),
+            Short('V') | Long("version") => return Ok(Command::Version),
+            Long(name) => {
+                let flag = format!("--{name}");
+                let setting = SETTINGS
+                    .iter()
+                    .find(|s| s.flag == Some(flag.as_str()) && s.accepted_by(scope))
+                    .ok_or_else(|| usage(format!("unknown flag {flag}")))?;
+                let value = match setting.takes {
+                    Takes::Bool => parser
+                        .optional_value()
+                        .map_or(Ok("true".to_owned()), text)?,
+                    Takes::Value(_) => text(parser.value().map_err(usage)?)?,
+                };
+                flags.given.push((setting.key, value));
+            }
+            other => return Err(usage(other.unexpected())),
+        }
+    }
+    Ok(match scope {
+        Scope::Serve => Command::Serve(flags),
+        Scope::Close | Scope::Both => Command::Close(flags),
+    })
+}
+
+fn text(value: OsString) -> Result<String, Error> {
+    value
+        .into_string()
+        .map_err(|_| usage("a flag value is not valid UTF-8"))
+}
+
+fn usage(err: impl std::fmt::Display) -> Error {
+    Error::config(format!("{err}; see --help"))
+}
+
+/// A value and where it came from (a flag, a variable, or the default), named in errors.
+pub struct Given<'a> {
+    pub value: &'a str,
+    pub from: &'static str,
+}
+
+/// The flags and the `COVERALLS_*` variables, looked up by key: the flag first, then each
+/// variable in order.
+pub struct Sources<'a> {
+    vars: Vars,
+    flags: &'a Flags,
+}
+
+impl<'a> Sources<'a> {
+    pub fn read(env: &Env, flags: &'a Flags) -> Result<Self, Error> {
+        env.check_unicode("COVERALLS_")?;
+        let vars = envy::prefixed("COVERALLS_")
+            .from_iter::<_, Vars>(env.pairs())
+            .map_err(|err| Error::config(format!("reading COVERALLS_* variables: {err}")))?;
+        Ok(Sources { vars, flags })
+    }
+
+    /// The value given for `key`, by flag or variable; `None` where neither is set.
+    pub fn given(&self, key: Key) -> Option<Given<'_>> {
+        let setting = Setting::of(key);
+        if let (Some(value), Some(flag)) = (self.flags.get(key), setting.flag) {
+            return Some(Given { value, from: flag });
+        }
+        self.vars.of(key).into_iter().find_map(|(from, value)| {
+            Some(Given {
+                value: value?,
+                from,
+            })
+        })
+    }
+
+    /// As [`Sources::given`], else the default value, if the setting has one.
+    pub fn get(&self, key: Key) -> Option<Given<'_>> {
+        self.given(key).or(match Setting::of(key).default {
+            Default::Value(value) => Some(Given {
+                value,
+                from: "the default",
+            }),
+            Default::None(_) => None,
+        })
+    }
+}
+
+/// `--help` for `scope`, from the table.
+pub fn help(scope: Scope) -> String {
+    let mut text = match scope {
+        Scope::Serve => format!(
+            "coveralls-finish {} serve\n\
+             Receive CircleCI webhooks and Magnum CI hooks; close the matching Coveralls build.\n\n\
+             Usage: coveralls-finish serve [OPTIONS]\n\nOptions:\n",
+            crate::VERSION
+        ),
+        Scope::Close | Scope::Both => format!(
+            "coveralls-finish {}\n\
+             Close a Coveralls parallel build once every parallel job has uploaded.\n\n\
+             Usage: coveralls-finish [OPTIONS]\n\
+             \x20      coveralls-finish serve [OPTIONS]   (the receiver: serve --help)\n\n\
+             Every flag overrides its variable; an empty variable counts as unset.\n\nOptions:\n",
+            crate::VERSION
+        ),
+    };
+    for setting in SETTINGS.iter().filter(|s| s.accepted_by(scope)) {
+        let Some(usage) = setting.usage() else {
+            continue;
+        };
+        text += &format!("  {usage}\n      {}\n", setting.help.replace('`', ""));
+        if !setting.vars.is_empty() {
+            text += &format!("      [env: {}]", setting.vars.join(", "));
+        }
+        text += &format!(" [default: {}]\n", setting.default_text().replace('`', ""));
+    }
+    text += "  -h, --help\n      print this help\n  -V, --version\n      print the version\n\n";
+    text += match scope {
+        Scope::Serve => {
+            "Environment: CIRCLECI_WEBHOOK_SECRET (switches /circleci on), MAGNUM_HOOK_SECRET\n\
+             (switches /magnum on), COVERALLS_REPO_TOKEN (the one project without --config).\n\
+             Routes: POST /circleci, POST /magnum?secret=..., GET /healthz.\n\
+             Stops on SIGTERM or SIGINT after answering what is in flight.\n"
+        }
+        Scope::Close | Scope::Both => {
+            "The repo token is read from COVERALLS_REPO_TOKEN only (a Coveralls repo token, or a\n\
+             GitHub Actions GITHUB_TOKEN): never from a flag, where process listings would show it.\n\n\
+             Exit codes: 0 closed (or a failure softened by COVERALLS_FAIL_ON_ERROR=false),\n\
+             1 the close failed, 2 configuration error.\n"
+        }
+    };
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_args(args: &[&str]) -> Result<Command, Error> {
+        parse(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn values_and_booleans_by_key() {
+        let Command::Close(flags) =
+            parse_args(&["--build-number", "12", "--dry-run", "--debug=false"]).unwrap()
+        else {
+            panic!("expected a close");
+        };
+        assert_eq!(flags.get(Key::BuildNumber), Some("12"));
+        assert_eq!(flags.get(Key::DryRun), Some("true"));
+        assert_eq!(flags.get(Key::Debug), Some("false"));
+        assert_eq!(flags.get(Key::Endpoint), None);
+    }
+
+    #[test]
+    fn unknown_flags_and_missing_values_are_usage_errors() {
+        let err = parse_args(&["--repo-token", "x"]).unwrap_err().to_string();
+        assert!(err.contains("unknown flag --repo-token"), "{err}");
+        let err = parse_args(&["--timeout"]).unwrap_err().to_string();
+        assert!(err.contains("--timeout"), "{err}");
+        assert!(parse_args(&["stray"]).is_err());
+    }
+
+    #[test]
+    fn serve_is_a_subcommand_with_its_own_flags() {
+        let Command::Serve(flags) =
+            parse_args(&["serve", "--listen", "0.0.0.0:9", "--config", "p.toml"]).unwrap()
+        else {
+            panic!("expected serve");
+        };
+        assert_eq!(flags.get(Key::Listen), Some("0.0.0.0:9"));
+        assert_eq!(flags.get(Key::Config), Some("p.toml"));
+        assert!(parse_args(&["serve", "--build-number", "1"]).is_err());
+        assert!(parse_args(&["--listen", "x"]).is_err());
+        assert!(matches!(
+            parse_args(&["serve", "-h"]),
+            Ok(Command::Help(Scope::Serve))
+        ));
+    }
+
+    #[test]
+    fn a_flag_beats_its_variables_which_beat_the_default() {
+        let env = Env::from_pairs([
+            ("COVERALLS_BUILD_NUMBER", "alias"),
+            ("COVERALLS_RETRIES", "3"),
+        ]);
+        let Command::Close(flags) = parse_args(&["--timeout", "9"]).unwrap() else {
+            panic!("expected a close");
+        };
+        let sources = Sources::read(&env, &flags).unwrap();
+        let from = |key| sources.get(key).map(|g| (g.value, g.from));
+        assert_eq!(
+            from(Key::BuildNumber),
+            Some(("alias", "COVERALLS_BUILD_NUMBER"))
+        );
+        assert_eq!(from(Key::Retries), Some(("3", "COVERALLS_RETRIES")));
+        assert_eq!(from(Key::Timeout), Some(("9", "--timeout")));
+        assert_eq!(
+            from(Key::Endpoint),
+            Some(("https://coveralls.io", "the default"))
+        );
+        assert_eq!(from(Key::Carryforward), None);
+    }
+
+    #[test]
+    fn help_lists_every_flag_with_its_variables_and_default() {
+        for scope in [Scope::Close, Scope::Serve] {
+            let help = help(scope);
+            for setting in SETTINGS.iter().filter(|s| s.accepted_by(scope)) {
+                let Some(usage) = setting.usage() else {
+                    continue;
+                };
+                let default = setting.default_text().replace('`', "");
+                assert!(help.contains(&usage), "{usage}");
+                assert!(help.contains(&format!("[default: {default}]")), "{usage}");
+                for var in setting.vars {
+                    assert!(help.contains(var), "{var}");
+                }
+            }
+        }
+    }
+
+    /// README's table row for a setting, as the table says it must read.
+    fn readme_row(setting: &Setting) -> String {
+        let mut vars = match setting.vars.first() {
+            Some(var) => format!("`{var}`"),
+            None => "(none)".to_owned(),
+        };
+        if setting.vars.len() > 1 {
+            let aliases: Vec<String> = setting.vars[1..].iter().map(|v| format!("`{v}`")).collect();
+            vars += &format!(" (alias {})", aliases.join(", "));
+        }
+        let flag = setting
+            .usage()
+            .map_or_else(|| "(none)".to_owned(), |usage| format!("`{usage}`"));
+        let default = match setting.default {
+            Default::Value(value) => format!("`{value}`"),
+            Default::None(text) => text.to_owned(),
+        };
+        format!("| {vars} | {flag} | {} | {default} |", setting.help)
+    }
+
+    #[test]
+    fn readme_and_action_yml_agree_with_the_table() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+        let action = std::fs::read_to_string(format!("{root}/action.yml")).unwrap();
+        let lines: Vec<&str> = readme.lines().collect();
+        let mut missing = Vec::new();
+        for setting in SETTINGS {
+            let row = readme_row(setting);
+            if !lines.contains(&row.as_str()) {
+                missing.push(row);
+            }
+            let Some(input) = setting.input else {
+                continue;
+            };
+            let var = setting.vars[0];
+            let mapped = format!("{var}: ${{{{ inputs.{input} }}}}");
+            assert!(action.contains(&mapped), "action.yml lacks `{mapped}`");
+            assert!(
+                action.contains(&format!("\n  {input}:\n")),
+                "action.yml does not declare the input {input}"
+            );
+            let prefix = format!("| `{input}` | `{var}` |");
+            assert!(
+                lines.iter().any(|line| line.starts_with(&prefix)),
+                "README's action inputs lack a row {prefix}"
+            );
+        }
+        assert!(
+            missing.is_empty(),
+            "README.md lacks these rows, as the settings table has them:\n{}",
+            missing.join("\n")
+        );
+    }
+}
