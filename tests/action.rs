@@ -268,16 +268,32 @@ fn plain_http_is_refused_unless_the_server_is_this_machine() {
     let name = PLATFORMS[0].2;
     let server = release(&[(name, fake_binary(name))]);
     let checkout = Checkout::new(&[(name, &fake_binary(name))]);
-    // 127.0.0.2 is loopback too, but not one of the addresses the launcher allows http for.
-    let base = server.url().replace("127.0.0.1", "127.0.0.2");
+    // 127.1 is 127.0.0.1 written short: it reaches the server, but is not one of the two
+    // spellings the launcher allows plain http for, so only the protocol can stop it.
+    let base = server.url().replace("127.0.0.1", "127.1");
+    let reached = Command::new("curl")
+        .args([
+            "--silent",
+            "--output",
+            "/dev/null",
+            "--write-out",
+            "%{http_code}",
+        ])
+        .arg(format!("{base}/v{VERSION}/{name}"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&reached.stdout), "200");
+    assert_eq!(server.requests().len(), 1);
+
     let (code, out) = checkout.run(&[
         ("RUNNER_OS", "Linux"),
         ("RUNNER_ARCH", "X64"),
         ("COVERALLS_FINISH_DOWNLOAD_BASE", &base),
     ]);
     assert_eq!(code, 1, "{out}");
+    assert!(out.contains(r#"Protocol "http" not supported"#), "{out}");
     assert!(out.contains("could not download"), "{out}");
-    assert!(server.requests().is_empty());
+    assert_eq!(server.requests().len(), 1, "the launcher sent nothing");
 }
 
 #[test]

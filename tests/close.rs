@@ -485,8 +485,7 @@ fn configuration_errors_exit_2_and_send_nothing() {
 #[test]
 fn a_non_utf8_variable_is_named_not_a_crash() {
     use std::os::unix::ffi::OsStrExt;
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_coveralls-finish"))
-        .env_clear()
+    let output = support::binary()
         .env(
             "COVERALLS_SERVICE_NUMBER",
             std::ffi::OsStr::from_bytes(&[0x34, 0xff]),

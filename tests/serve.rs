@@ -33,13 +33,6 @@ fn closing() -> (Server, Receiver) {
     (coveralls, receiver)
 }
 
-fn assert_no_secrets(receiver: &Receiver) {
-    let log = receiver.log();
-    for secret in [SECRET, MAGNUM, TOKEN] {
-        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
-    }
-}
-
 #[test]
 fn a_signed_workflow_completed_closes_its_workflow() {
     let (coveralls, receiver) = closing();
@@ -81,7 +74,6 @@ fn a_signed_workflow_completed_closes_its_workflow() {
         )),
         "{line}"
     );
-    assert_no_secrets(&receiver);
 }
 
 #[test]
@@ -262,7 +254,6 @@ fn magnum_hooks_as_json_body_and_as_form_field() {
         !receiver.log().contains("secret="),
         "the query is not logged"
     );
-    assert_no_secrets(&receiver);
 }
 
 #[test]
@@ -425,7 +416,8 @@ statuses = ["success", "pass"]
             ("API_TOKEN", "api-token-123"),
         ],
         &["--config", config.to_str().unwrap()],
-    );
+    )
+    .secret("web-token-in-file");
     // By slug: api, in either spelling of the VCS.
     let mut api: serde_json::Value =
         serde_json::from_slice(&workflow_event("e-1", "wf-api", "github/acme/api")).unwrap();
@@ -565,8 +557,7 @@ fn bad_receiver_settings_stop_it_at_start() {
         ),
     ];
     for (args, env, expected) in cases {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_coveralls-finish"))
-            .env_clear()
+        let output = support::binary()
             .envs(env.iter().copied())
             .arg("serve")
             .args(&args)
