@@ -281,17 +281,24 @@ fn send(
     };
     let (retry_after, location) = (header("retry-after"), header("location"));
     let status = response.status();
-    let bytes = response
+    let read = response
         .body_mut()
         .with_config()
         .limit(MAX_ANSWER)
-        .read_to_vec()
-        .map_err(|err| transport_error(url, err))?;
+        .read_to_vec();
+    let raw = match read {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        // Not Coveralls' JSON, but the status still says what happened (a 5xx is retried).
+        Err(ureq::Error::BodyExceedsLimit(_)) => {
+            format!("(an answer of over {MAX_ANSWER} bytes, not read)")
+        }
+        Err(err) => return Err(transport_error(url, err)),
+    };
     let answer = Answer {
         status,
         retry_after: retry_after.as_deref().and_then(parse_retry_after),
         location,
-        raw: String::from_utf8_lossy(&bytes).into_owned(),
+        raw,
     };
     ui.debug_block(
         &format!("answer: {}", status_line(answer.status)),

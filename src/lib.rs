@@ -9,6 +9,7 @@ mod config;
 mod env;
 mod error;
 mod report;
+#[cfg(feature = "serve")]
 mod serve;
 mod settings;
 
@@ -38,7 +39,7 @@ pub fn run(
             ui.result(&format!("coveralls-finish {VERSION}"));
             0
         }
-        Ok(Command::Serve(flags)) => match serve::run(&flags, env, &mut ui) {
+        Ok(Command::Serve(flags)) => match serve(&flags, env, &mut ui) {
             Ok(()) => 0,
             Err(error) => {
                 ui.error(&error.to_string());
@@ -48,4 +49,19 @@ pub fn run(
         Ok(Command::Close(flags)) => close::run(Ok(flags), env, &mut ui),
         Err(error) => close::run(Err(error), env, &mut ui),
     }
+}
+
+#[cfg(feature = "serve")]
+fn serve(flags: &settings::Flags, env: &Env, ui: &mut Reporter<'_>) -> Result<(), error::Error> {
+    serve::run(flags, env, ui)
+}
+
+/// The binary the GitHub Action downloads carries only the closer.
+#[cfg(not(feature = "serve"))]
+fn serve(_: &settings::Flags, _: &Env, _: &mut Reporter<'_>) -> Result<(), error::Error> {
+    Err(error::Error::config(
+        "this coveralls-finish was built without the receiver (cargo feature `serve`); \
+         download the coveralls-finish-serve-<target> asset of the release, or run \
+         `cargo install coveralls-finish`",
+    ))
 }

@@ -245,6 +245,28 @@ fn recovers_from_503_then_an_html_502() {
 }
 
 #[test]
+fn a_huge_5xx_is_still_retried() {
+    let page = format!("<html><body>{}</body></html>", "x".repeat(2 << 20));
+    let huge = Reply::Answer {
+        status: 503,
+        headers: vec![("Content-Type".into(), "text/html".into())],
+        body: page.into_bytes(),
+    };
+    let server = Server::start(vec![huge, json(200, CLOSED)]);
+    let out = finish().against(&server).run();
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(server.requests().len(), 2);
+    assert!(
+        out.stderr.contains(
+            "attempt 1/6 failed: Coveralls answered 503 Service Unavailable: (an answer of over \
+             1048576 bytes, not read)"
+        ),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn honours_retry_after_on_429() {
     let busy = with_header(json(429, r#"{"error":"slow down"}"#), "Retry-After", "1");
     let server = Server::start(vec![busy, json(200, CLOSED)]);

@@ -5,25 +5,15 @@ mod support;
 use std::thread;
 use std::time::Duration;
 
-use support::{CLOSED, Receiver, Reply, Server, Vars, fixture, json, workflow_event};
+use support::{
+    CLOSED, MAGNUM, REPO_TOKEN as TOKEN, Receiver, Reply, SECRET, Server, Vars, fixture, json,
+    workflow_event,
+};
 
-const SECRET: &str = "circle-webhook-secret-7f3a";
-const MAGNUM: &str = "magnum-hook-secret-91c2";
-const TOKEN: &str = "repo-token-55aa66bb";
 const WORKFLOW: &str = "fda08377-fe7e-46b1-8992-3a7aaecac9c3";
 
-/// A receiver with one project from the environment, in front of `coveralls`.
 fn receiver(coveralls: &Server, extra: &[(&str, &str)]) -> Receiver {
-    let endpoint = coveralls.url();
-    let mut env = vec![
-        ("COVERALLS_REPO_TOKEN", TOKEN),
-        ("COVERALLS_ENDPOINT", endpoint.as_str()),
-        ("COVERALLS_CARRYFORWARD_FLAGS", "unit,e2e"),
-        ("CIRCLECI_WEBHOOK_SECRET", SECRET),
-        ("MAGNUM_HOOK_SECRET", MAGNUM),
-    ];
-    env.extend_from_slice(extra);
-    Receiver::start(&env, &[])
+    Receiver::in_front_of(coveralls, extra)
 }
 
 /// The usual pair: a Coveralls that closes every build, and a receiver in front of it.
@@ -60,10 +50,7 @@ fn a_signed_workflow_completed_closes_its_workflow() {
         log.contains("POST /circleci: on; POST /magnum: on"),
         "{log}"
     );
-    let line = log
-        .lines()
-        .find(|l| l.starts_with("POST /circleci event="))
-        .expect("a log line");
+    let line = receiver.log_line("POST /circleci event=");
     assert!(
         line.contains("event=workflow-completed id=3888f21b-eaa7-38e3-8f3d-75a63bba8895"),
         "{line}"
@@ -147,22 +134,92 @@ fn ping_answers_and_job_completed_is_ignored() {
 }
 
 #[test]
+fn the_event_type_is_the_signed_one() {
+    let (coveralls, receiver) = closing();
+    let ping = fixture("circleci_ping_observed.json");
+    // The unsigned header says otherwise: refused.
+    let (status, answer) = receiver.circleci(SECRET, "workflow-completed", &ping);
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("circleci-event-type is workflow-completed but the signed event is ping"),
+        "{answer}"
+    );
+    // Without the header, the body's type decides.
+    let body = fixture("circleci_workflow_completed_github_oauth.json");
+    let signature = format!("v1={}", support::sign(SECRET, &body));
+    let (status, answer) = receiver.post("/circleci", &[("circleci-signature", &signature)], &body);
+    assert_eq!(status, 200, "{answer}");
+    // A signed body without a type is not guessed at.
+    let typeless = br#"{"id":"e-1","workflow":{"id":"wf-typeless"}}"#;
+    let (status, _) = receiver.circleci(SECRET, "workflow-completed", typeless);
+    assert_eq!(status, 400);
+    assert_eq!(coveralls.requests().len(), 1);
+}
+
+#[test]
+fn blank_or_overlong_build_numbers_are_refused_and_never_sent() {
+    let (coveralls, receiver) = closing();
+    for workflow in ["", "   ", &"w".repeat(257)] {
+        let body = workflow_event("e-n", workflow, "gh/a/b");
+        let (status, answer) = receiver.circleci(SECRET, "workflow-completed", &body);
+        assert_eq!(status, 400, "{workflow:?}: {answer}");
+    }
+    let path = format!("/magnum?secret={MAGNUM}");
+    let long = "9".repeat(257);
+    for number in [r#""  ""#, &format!("\"{long}\"")] {
+        let hook = format!(r#"{{"project_id": 43, "number": {number}}}"#);
+        let (status, answer) = receiver.post(&path, &[], hook.as_bytes());
+        assert_eq!(status, 400, "{number}: {answer}");
+    }
+    let body = workflow_event("e-ok", &"w".repeat(256), "gh/a/b");
+    let (status, _) = receiver.circleci(SECRET, "workflow-completed", &body);
+    assert_eq!(status, 200, "256 bytes are fine");
+    assert_eq!(coveralls.requests().len(), 1);
+}
+
+#[test]
+fn a_huge_5xx_from_coveralls_is_still_a_5xx() {
+    let page = format!("<html><body>{}</body></html>", "x".repeat(2 << 20));
+    let coveralls = Server::start(vec![
+        Reply::Answer {
+            status: 502,
+            headers: vec![("Content-Type".into(), "text/html".into())],
+            body: page.into_bytes(),
+        },
+        json(200, CLOSED),
+    ]);
+    let receiver = receiver(&coveralls, &[("COVERALLS_RETRIES", "0")]);
+    let body = fixture("circleci_workflow_completed_github_oauth.json");
+    let (status, answer) = receiver.circleci(SECRET, "workflow-completed", &body);
+    assert_eq!(status, 502, "asks for a redelivery: {answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("502 Bad Gateway: (an answer of over 1048576 bytes, not read)"),
+        "{answer}"
+    );
+    let (status, _) = receiver.circleci(SECRET, "workflow-completed", &body);
+    assert_eq!(status, 200);
+}
+
+const FINAL_JOB: &str = r#"
+endpoint = "{endpoint}"
+[[project]]
+name = "hooks"
+circleci_slug = "gh/circleci/webhook-service"
+repo_token_env = "HOOKS_TOKEN"
+final_job = "test"
+"#;
+
+#[test]
 fn a_final_job_closes_on_its_job_completed() {
     let coveralls = Server::start(vec![json(200, CLOSED)]);
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("projects.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "endpoint = \"{}\"\n[[project]]\nname = \"hooks\"\ncircleci_slug = \"gh/circleci/webhook-service\"\nrepo_token_env = \"HOOKS_TOKEN\"\nfinal_job = \"test\"\n",
-            coveralls.url()
-        ),
-    )
-    .unwrap();
-    let receiver = Receiver::start(
-        &[("CIRCLECI_WEBHOOK_SECRET", SECRET), ("HOOKS_TOKEN", TOKEN)],
-        &["--config", config.to_str().unwrap()],
-    );
+    let env = [("CIRCLECI_WEBHOOK_SECRET", SECRET), ("HOOKS_TOKEN", TOKEN)];
+    let receiver = Receiver::with_projects(&coveralls, FINAL_JOB, &env);
     let (status, answer) = receiver.circleci(
         SECRET,
         "job-completed",
@@ -173,6 +230,25 @@ fn a_final_job_closes_on_its_job_completed() {
         coveralls.only_request().json()["payload"]["build_num"],
         WORKFLOW
     );
+}
+
+#[test]
+fn a_final_job_closes_only_in_the_projects_workflows() {
+    let coveralls = Server::start(vec![json(200, CLOSED)]);
+    let env = [("CIRCLECI_WEBHOOK_SECRET", SECRET), ("HOOKS_TOKEN", TOKEN)];
+    let toml = format!("{FINAL_JOB}workflows = [\"coverage\"]\n");
+    let receiver = Receiver::with_projects(&coveralls, &toml, &env);
+    let mut event: serde_json::Value =
+        serde_json::from_slice(&fixture("circleci_job_completed_github_oauth.json")).unwrap();
+    let (status, answer) = receiver.circleci(SECRET, "job-completed", event.to_string().as_bytes());
+    assert_eq!(
+        status, 202,
+        "the fixture's workflow is not \"coverage\": {answer}"
+    );
+    event["workflow"]["name"] = "coverage".into();
+    let (status, answer) = receiver.circleci(SECRET, "job-completed", event.to_string().as_bytes());
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(coveralls.requests().len(), 1);
 }
 
 #[test]
@@ -274,9 +350,13 @@ fn a_wrong_or_missing_magnum_secret_is_refused() {
 #[test]
 fn oversized_and_malformed_bodies() {
     let (coveralls, receiver) = closing();
-    let big = vec![b'x'; (1 << 20) + 1];
-    let (status, _) = receiver.circleci(SECRET, "workflow-completed", &big);
-    assert_eq!(status, 413);
+    // A chunked body (no length given up front) is cut off at 1 MiB too.
+    let mut raw = support::Raw::connect(receiver.addr());
+    let mut request = support::head("POST", "/circleci", &[("Transfer-Encoding", "chunked")]);
+    request.extend_from_slice(format!("{:x}\r\n", (1 << 20) + 1).as_bytes());
+    request.extend(std::iter::repeat_n(b'x', (1 << 20) + 1));
+    raw.send(&request).unwrap();
+    assert_eq!(raw.answer().expect("an answer").status, 413);
     let (status, answer) = receiver.circleci(SECRET, "workflow-completed", b"{\"id\": 5");
     assert_eq!(status, 400);
     assert!(
@@ -383,13 +463,8 @@ fn a_refusal_is_answered_200_since_a_redelivery_cannot_help() {
 #[test]
 fn several_projects_from_a_config_file() {
     let coveralls = Server::start(vec![json(200, CLOSED)]);
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("projects.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-endpoint = "{}"
+    let projects = r#"
+endpoint = "{endpoint}"
 
 [[project]]
 name = "api"
@@ -404,20 +479,13 @@ circleci_project_id = "84996744-a854-4f5e-aea3-04e2851dc1d2"
 magnum_project_id = 43
 repo_token = "web-token-in-file"
 statuses = ["success", "pass"]
-"#,
-            coveralls.url()
-        ),
-    )
-    .unwrap();
-    let receiver = Receiver::start(
-        &[
-            ("CIRCLECI_WEBHOOK_SECRET", SECRET),
-            ("MAGNUM_HOOK_SECRET", MAGNUM),
-            ("API_TOKEN", "api-token-123"),
-        ],
-        &["--config", config.to_str().unwrap()],
-    )
-    .secret("web-token-in-file");
+"#;
+    let env = [
+        ("CIRCLECI_WEBHOOK_SECRET", SECRET),
+        ("MAGNUM_HOOK_SECRET", MAGNUM),
+        ("API_TOKEN", "api-token-123"),
+    ];
+    let receiver = Receiver::with_projects(&coveralls, projects, &env).secret("web-token-in-file");
     // By slug: api, in either spelling of the VCS.
     let mut api: serde_json::Value =
         serde_json::from_slice(&workflow_event("e-1", "wf-api", "github/acme/api")).unwrap();
@@ -548,6 +616,14 @@ fn bad_receiver_settings_stop_it_at_start() {
             "projects.toml: project \"api\": repo_token_env: missing",
         ),
         (
+            vec![],
+            &[
+                ("MAGNUM_HOOK_SECRET", "short"),
+                ("COVERALLS_REPO_TOKEN", TOKEN),
+            ],
+            "MAGNUM_HOOK_SECRET has 5 bytes; expected at least 16",
+        ),
+        (
             vec!["--listen", "not-an-address"],
             &[
                 ("CIRCLECI_WEBHOOK_SECRET", SECRET),
@@ -597,13 +673,7 @@ fn sigterm_finishes_what_is_in_flight_then_exits_0() {
     });
     assert_eq!(answer.0, 200, "{:?}", answer.1);
     assert_eq!(receiver.wait(Duration::from_secs(5)), Some(0));
-    assert!(
-        receiver
-            .log()
-            .contains("stopped: every delivery in flight was answered"),
-        "{}",
-        receiver.log()
-    );
+    receiver.log_with("stopped: every delivery in flight was answered");
 }
 
 #[test]
@@ -623,9 +693,5 @@ fn a_stalled_connection_is_retried_within_the_budget() {
         2,
         "the stalled attempt, then a fresh one"
     );
-    assert!(
-        receiver.log().contains("attempt 1/6 failed"),
-        "{}",
-        receiver.log()
-    );
+    receiver.log_with("attempt 1/6 failed");
 }

@@ -1,13 +1,19 @@
-//! `POST /circleci`: CircleCI webhooks, signed with HMAC-SHA256.
+//! `POST /circleci`: CircleCI webhooks, signed with HMAC-SHA256. Only signed data counts:
+//! the event type is the signed body's, not the unsigned header's.
 
-use std::time::Instant;
-
+use hyper::HeaderMap;
 use ring::hmac;
 use serde::Deserialize;
 use serde_json::json;
-use tiny_http::Request;
+use subtle::ConstantTimeEq;
 
-use super::{App, Delivery, Reply, build, close, wanted};
+use super::log::field;
+use super::{App, Delivery, Reply, Verdict, request, wanted};
+
+/// A `circleci-signature` header longer than this is refused before any HMAC is computed.
+const MAX_SIGNATURE_HEADER: usize = 1024;
+/// At most this many `v1=` entries are compared with the body's HMAC.
+const MAX_SIGNATURES: usize = 4;
 
 /// The parts of an event we use. Payloads are open maps: unknown fields are ignored, and
 /// everything not always present is optional.
@@ -40,101 +46,122 @@ struct Job {
     status: Option<String>,
 }
 
-pub(super) fn handle(
+pub(super) fn verdict(
     app: &App,
-    request: &Request,
+    headers: &HeaderMap,
     body: &[u8],
-    deadline: Instant,
     delivery: &mut Delivery,
-) -> Reply {
+) -> Verdict {
+    read(app, headers, body, delivery).unwrap_or_else(Verdict::Answer)
+}
+
+fn read(
+    app: &App,
+    headers: &HeaderMap,
+    body: &[u8],
+    delivery: &mut Delivery,
+) -> Result<Verdict, Reply> {
     let Some(secret) = &app.settings.circleci_secret else {
-        return Reply::error(
+        return Err(Reply::error(
             404,
             "the CircleCI receiver is off: CIRCLECI_WEBHOOK_SECRET is not set",
-        );
+        ));
     };
-    let header = |name: &str| {
-        request
-            .headers()
-            .iter()
-            .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
-            .map(|h| h.value.as_str().to_owned())
-    };
+    let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"));
     // Authenticate the raw bytes before anything reads them.
-    if let Err(why) = verify(
+    verify(
         secret.expose().as_bytes(),
         body,
-        header("circleci-signature").as_deref(),
-    ) {
-        return Reply::error(401, why);
-    }
-    let event: Event = match serde_json::from_slice(body) {
-        Ok(event) => event,
-        Err(err) => return Reply::error(400, format!("malformed CircleCI event: {err}")),
-    };
-    let kind = header("circleci-event-type")
-        .or(event.kind.clone())
-        .unwrap_or_default();
-    delivery.event = Some(kind.clone());
+        header("circleci-signature"),
+    )
+    .map_err(|(status, why)| Reply::error(status, why))?;
+    let event: Event = serde_json::from_slice(body)
+        .map_err(|err| Reply::error(400, format!("malformed CircleCI event: {err}")))?;
     delivery.id = Some(event.id.clone());
-    match kind.as_str() {
-        "ping" => Reply::new(200, json!({"ok": true, "event": "ping"})),
-        "workflow-completed" => workflow_completed(app, &event, deadline, delivery),
-        "job-completed" => job_completed(app, &event, deadline, delivery),
-        other => Reply::ignored(format!(
-            "event type {other:?} is not one that closes a build"
-        )),
+    delivery.event = event.kind.clone();
+    if app.settings.failpoints && event.id == "failpoint:panic" {
+        panic!("failpoint: a panic while reading a delivery");
+    }
+    let Some(kind) = event.kind.as_deref() else {
+        return Err(Reply::error(400, "malformed CircleCI event: no type"));
+    };
+    if let Some(said) = header("circleci-event-type").filter(|said| *said != kind) {
+        return Err(Reply::error(
+            400,
+            format!(
+                "circleci-event-type is {} but the signed event is {}",
+                field(said, 64),
+                field(kind, 64)
+            ),
+        ));
+    }
+    match kind {
+        "ping" => Ok(Verdict::Answer(Reply::new(
+            200,
+            json!({"ok": true, "event": "ping"}),
+        ))),
+        "workflow-completed" => workflow_completed(app, &event),
+        "job-completed" => job_completed(app, &event),
+        other => Ok(Verdict::Answer(Reply::ignored(format!(
+            "event type {} is not one that closes a build",
+            field(other, 64)
+        )))),
     }
 }
 
-fn workflow_completed(
-    app: &App,
-    event: &Event,
-    deadline: Instant,
-    delivery: &mut Delivery,
-) -> Reply {
+fn workflow_completed(app: &App, event: &Event) -> Result<Verdict, Reply> {
     let Some(workflow) = &event.workflow else {
-        return Reply::error(
+        return Err(Reply::error(
             400,
             "malformed CircleCI event: workflow-completed without a workflow",
-        );
+        ));
     };
-    let project = match project_of(app, event) {
-        Ok(project) => project,
-        Err(reply) => return reply,
-    };
-    if let Err(reply) = wanted(&project.workflows, workflow.name.as_deref(), "workflow")
-        .and_then(|()| wanted(&project.statuses, workflow.status.as_deref(), "status"))
-    {
-        return reply;
-    }
-    close_workflow(app, project, workflow, event, deadline, delivery)
+    let project = project_of(app, event)?;
+    let settings = &app.settings.projects[project];
+    wanted(&settings.workflows, workflow.name.as_deref(), "workflow")?;
+    wanted(&settings.statuses, workflow.status.as_deref(), "status")?;
+    close_workflow(app, project, workflow, event)
 }
 
-/// A job's end closes the build only where it is the project's `final_job`.
-fn job_completed(app: &App, event: &Event, deadline: Instant, delivery: &mut Delivery) -> Reply {
-    let project = match project_of(app, event) {
-        Ok(project) => project,
-        Err(reply) => return reply,
-    };
+/// A job's end closes the build only where it is the project's `final_job`, in one of the
+/// project's workflows.
+fn job_completed(app: &App, event: &Event) -> Result<Verdict, Reply> {
+    let project = project_of(app, event)?;
+    let settings = &app.settings.projects[project];
     let job = event.job.as_ref();
-    let job_name = job.and_then(|j| j.name.as_deref());
-    match (&project.final_job, &event.workflow) {
-        (Some(final_job), Some(workflow)) if Some(final_job.as_str()) == job_name => {
-            let status = job.and_then(|j| j.status.as_deref());
-            if let Err(reply) = wanted(&project.statuses, status, "status") {
-                return reply;
-            }
-            close_workflow(app, project, workflow, event, deadline, delivery)
-        }
-        (Some(_), None) => Reply::ignored("job-completed without a workflow"),
-        _ => Reply::ignored("job-completed: builds close on workflow-completed"),
+    let is_final = settings.final_job.is_some()
+        && settings.final_job.as_deref() == job.and_then(|j| j.name.as_deref());
+    if !is_final {
+        return Err(Reply::ignored(
+            "job-completed: builds close on workflow-completed",
+        ));
     }
+    let Some(workflow) = &event.workflow else {
+        return Err(Reply::ignored("job-completed without a workflow"));
+    };
+    wanted(&settings.workflows, workflow.name.as_deref(), "workflow")?;
+    wanted(
+        &settings.statuses,
+        job.and_then(|j| j.status.as_deref()),
+        "status",
+    )?;
+    close_workflow(app, project, workflow, event)
+}
+
+fn close_workflow(
+    app: &App,
+    project: usize,
+    workflow: &Workflow,
+    event: &Event,
+) -> Result<Verdict, Reply> {
+    // Every reporter used CIRCLE_WORKFLOW_ID: the workflow's id is the build number.
+    let from = format!("workflow.id of CircleCI event {}", field(&event.id, 64));
+    request(app, project, &workflow.id, from, "circleci").map(Verdict::Close)
 }
 
 /// The configured project an event belongs to; a project nobody configured is ignored, since
 /// a redelivery cannot help (so this is not an error status).
-fn project_of<'a>(app: &'a App, event: &Event) -> Result<&'a super::Project, Reply> {
+fn project_of(app: &App, event: &Event) -> Result<usize, Reply> {
     let (slug, id) = match &event.project {
         Some(p) => (p.slug.as_deref(), p.id.as_deref()),
         None => (None, None),
@@ -142,55 +169,47 @@ fn project_of<'a>(app: &'a App, event: &Event) -> Result<&'a super::Project, Rep
     app.settings.circleci_project(slug, id).ok_or_else(|| {
         Reply::ignored(format!(
             "no project is configured for CircleCI project {} (id {})",
-            slug.unwrap_or("?"),
-            id.unwrap_or("?")
+            field(slug.unwrap_or("?"), 200),
+            field(id.unwrap_or("?"), 64)
         ))
     })
 }
 
-fn close_workflow(
-    app: &App,
-    project: &super::Project,
-    workflow: &Workflow,
-    event: &Event,
-    deadline: Instant,
-    delivery: &mut Delivery,
-) -> Reply {
-    // Every reporter used CIRCLE_WORKFLOW_ID: the workflow's id is the build number.
-    let from = format!("workflow.id of CircleCI event {}", event.id);
-    let build = build(workflow.id.clone(), from, "circleci", project);
-    let key = format!("circleci {} {}", project.name, workflow.id);
-    close(app, project, build, &key, deadline, delivery)
-}
-
 /// Check `circleci-signature: v1=<hex>[,v2=…]`: only `v1` counts (a request cannot
-/// downgrade to something weaker), compared in constant time over the raw body.
-pub fn verify(secret: &[u8], body: &[u8], signature: Option<&str>) -> Result<(), String> {
+/// downgrade to something weaker), compared in constant time with the HMAC of the raw body,
+/// computed once. A header too long to be honest is refused before any HMAC.
+pub fn verify(secret: &[u8], body: &[u8], signature: Option<&str>) -> Result<(), (u16, String)> {
     let Some(signature) = signature else {
-        return Err("missing circleci-signature header".to_owned());
+        return Err((401, "missing circleci-signature header".to_owned()));
     };
-    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    let mut saw_v1 = false;
-    for part in signature.split(',') {
-        let Some(hex) = part.trim().strip_prefix("v1=") else {
-            continue;
-        };
-        saw_v1 = true;
-        if let Some(tag) = decode_hex(hex) {
-            if hmac::verify(&key, body, &tag).is_ok() {
-                return Ok(());
-            }
-        }
+    if signature.len() > MAX_SIGNATURE_HEADER {
+        return Err((
+            400,
+            format!("circleci-signature is over {MAX_SIGNATURE_HEADER} bytes"),
+        ));
     }
-    Err(if saw_v1 {
-        "circleci-signature does not match the body".to_owned()
-    } else {
-        "circleci-signature has no v1 signature".to_owned()
-    })
+    let candidates: Vec<&str> = signature
+        .split(',')
+        .filter_map(|part| part.trim().strip_prefix("v1="))
+        .take(MAX_SIGNATURES)
+        .collect();
+    if candidates.is_empty() {
+        return Err((401, "circleci-signature has no v1 signature".to_owned()));
+    }
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    let tag = hmac::sign(&key, body);
+    let matches = candidates
+        .iter()
+        .filter_map(|hex| decode_hex(hex))
+        .any(|candidate| bool::from(candidate.as_slice().ct_eq(tag.as_ref())));
+    match matches {
+        true => Ok(()),
+        false => Err((401, "circleci-signature does not match the body".to_owned())),
+    }
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 || !hex.is_ascii() {
+    if hex.len() != 64 || !hex.is_ascii() {
         return None;
     }
     (0..hex.len())
@@ -233,7 +252,7 @@ mod tests {
             let wrong = verify(b"not-the-secret", body.as_bytes(), Some(&header));
             assert_eq!(
                 wrong.unwrap_err(),
-                "circleci-signature does not match the body"
+                (401, "circleci-signature does not match the body".to_owned())
             );
         }
     }
@@ -242,8 +261,8 @@ mod tests {
     fn missing_malformed_and_downgraded_signatures_fail() {
         let (body, secret, v1) = VECTORS[0];
         let check = |header: Option<&str>| verify(secret.as_bytes(), body.as_bytes(), header);
-        assert!(check(None).unwrap_err().contains("missing"));
-        assert!(check(Some("v2=abc")).unwrap_err().contains("no v1"));
+        assert!(check(None).unwrap_err().1.contains("missing"));
+        assert!(check(Some("v2=abc")).unwrap_err().1.contains("no v1"));
         assert!(check(Some(&format!("v0={v1}"))).is_err());
         assert!(check(Some("v1=zz")).is_err());
         assert!(check(Some(&format!("v1={}", &v1[..62]))).is_err());
@@ -251,6 +270,13 @@ mod tests {
             check(Some(&format!("v1={}", v1.to_uppercase()))).is_ok(),
             "hex case does not matter"
         );
+        // A long header is refused before any HMAC; only a handful of entries count.
+        let long = vec!["v1="; 5000].join(",");
+        assert_eq!(check(Some(&long)).unwrap_err().0, 400);
+        let many = format!("v1=00,v1=01,v1=02,v1=03,v1={v1}");
+        assert_eq!(check(Some(&many)).unwrap_err().0, 401);
+        let fourth = format!("v1=00,v1=01,v1=02,v1={v1}");
+        assert!(check(Some(&fourth)).is_ok());
     }
 
     #[test]

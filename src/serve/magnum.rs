@@ -1,14 +1,14 @@
 //! `POST /magnum?secret=…`: Magnum CI build hooks. Magnum CI signs nothing, so the hook URL
 //! carries a shared secret; the JSON comes as the raw body or as the form field `payload`.
 
-use std::time::Instant;
-
+use hyper::HeaderMap;
+use hyper::header::CONTENT_TYPE;
 use serde::Deserialize;
 use serde_json::Value;
 use subtle::ConstantTimeEq;
-use tiny_http::Request;
 
-use super::{App, Delivery, Reply, build, close, wanted};
+use super::log::field;
+use super::{App, Delivery, Reply, Verdict, request, wanted};
 
 #[derive(Deserialize)]
 struct Hook {
@@ -18,48 +18,52 @@ struct Hook {
     status: Option<String>,
 }
 
-pub(super) fn handle(
+pub(super) fn verdict(
     app: &App,
-    request: &Request,
+    headers: &HeaderMap,
     query: &str,
     body: &[u8],
-    deadline: Instant,
     delivery: &mut Delivery,
-) -> Reply {
-    if let Err(reply) = authenticate(app, query) {
-        return reply;
-    }
+) -> Verdict {
+    read(app, headers, query, body, delivery).unwrap_or_else(Verdict::Answer)
+}
+
+fn read(
+    app: &App,
+    headers: &HeaderMap,
+    query: &str,
+    body: &[u8],
+    delivery: &mut Delivery,
+) -> Result<Verdict, Reply> {
+    authenticate(app, query)?;
     delivery.event = Some("build".to_owned());
-    let is_form = request.headers().iter().any(|h| {
-        h.field.equiv("content-type")
-            && h.value
-                .as_str()
-                .starts_with("application/x-www-form-urlencoded")
-    });
-    let hook = match parse(body, is_form) {
-        Ok(hook) => hook,
-        Err(reply) => return reply,
-    };
+    let is_form = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let hook = parse(body, is_form)?;
     delivery.id = hook.id.as_ref().and_then(text);
     let (Some(project_id), Some(number)) = (text(&hook.project_id), text(&hook.number)) else {
-        return Reply::error(
+        return Err(Reply::error(
             400,
             "malformed Magnum CI hook: project_id and number must be numbers or text",
-        );
-    };
-    let Some(project) = app.settings.magnum_project(&project_id) else {
-        return Reply::ignored(format!(
-            "no project is configured for Magnum CI project {project_id}"
         ));
     };
-    if let Err(reply) = wanted(&project.statuses, hook.status.as_deref(), "status") {
-        return reply;
-    }
+    let Some(project) = app.settings.magnum_project(&project_id) else {
+        return Err(Reply::ignored(format!(
+            "no project is configured for Magnum CI project {}",
+            field(&project_id, 64)
+        )));
+    };
+    let project_id = field(&project_id, 64);
+    wanted(
+        &app.settings.projects[project].statuses,
+        hook.status.as_deref(),
+        "status",
+    )?;
     // Reporters on Magnum CI use CI_BUILD_NUMBER: the hook's per-project `number`.
     let from = format!("number of Magnum CI project {project_id}'s build");
-    let key = format!("magnum {project_id} {number}");
-    let build = build(number, from, "magnum", project);
-    close(app, project, build, &key, deadline, delivery)
+    request(app, project, &number, from, "magnum").map(Verdict::Close)
 }
 
 /// The secret in the hook's query, compared in constant time.

@@ -1,46 +1,61 @@
 //! `coveralls-finish serve`: receive CircleCI webhooks and Magnum CI hooks, and close the
 //! matching Coveralls build with the closer's own client, retry policy and errors.
 
+// One bad request must not take the receiver down: it is built to unwind, and answers 500.
+#[cfg(panic = "abort")]
+compile_error!("the receiver (feature `serve`) needs panic = \"unwind\"; see Cargo.toml");
+
 mod circleci;
 mod dedup;
+mod http;
+mod log;
 mod magnum;
 mod projects;
 
-use std::io::{Read, Write};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use hyper::http::request::Parts;
 use serde_json::{Value, json};
-use tiny_http::{Header, Method, Request, Response, Server};
+use tokio::sync::{Semaphore, watch};
 
-use crate::client::{self, Build};
+use crate::client::{self, Build, Closed};
 use crate::env::Env;
 use crate::error::{Error, Kind};
 use crate::report::Reporter;
 use crate::settings::Flags;
-use dedup::{Claim, Dedup};
+use dedup::{Claim, Dedup, Ticket};
 use projects::{Project, Settings};
 
-/// Bodies above this are refused (413) before they are read in full.
-const MAX_BODY: usize = 1 << 20;
-/// CircleCI waits 10 seconds for an answer; closing must fit well inside that.
+/// CircleCI waits 10 seconds for an answer; a close must fit well inside that, counted from
+/// the delivery's arrival.
 const BUDGET: Duration = Duration::from_secs(8);
-/// Deliveries handled at once; more wait in line.
-const WORKERS: usize = 32;
+/// Closes under way at once, each on a thread of its own (the client blocks); more wait for
+/// a place until their budget runs out.
+const CLOSES_AT_ONCE: usize = 128;
+/// Past the budget, the answer is given even if a close has not even started (a backstop).
+const SLACK: Duration = Duration::from_millis(800);
 /// Closed builds remembered, to answer duplicates without closing twice.
 const REMEMBERED: usize = 50_000;
 
-/// An answer to a delivery: a status and a JSON body.
+/// An answer to a delivery: a status and a JSON body; `close` ends the connection after it.
 #[derive(Clone, Debug)]
 struct Reply {
     status: u16,
     body: Value,
+    close: bool,
 }
 
 impl Reply {
     fn new(status: u16, body: Value) -> Self {
-        Reply { status, body }
+        Reply {
+            status,
+            body,
+            close: false,
+        }
     }
 
     fn error(status: u16, message: impl Into<String>) -> Self {
@@ -50,12 +65,16 @@ impl Reply {
     fn ignored(why: impl Into<String>) -> Self {
         Reply::new(202, json!({ "ignored": why.into() }))
     }
+
+    fn closing(mut self) -> Self {
+        self.close = true;
+        self
+    }
 }
 
-/// One delivery as it is handled: what its log line will say, and which worker has it.
+/// One delivery as it is handled: what its log line will say.
 #[derive(Default)]
 struct Delivery {
-    worker: usize,
     event: Option<String>,
     id: Option<String>,
     project: Option<String>,
@@ -63,25 +82,92 @@ struct Delivery {
     outcome: Option<String>,
 }
 
+/// Where a delivery came from.
+#[derive(Clone, Copy)]
+enum Source {
+    CircleCi,
+    Magnum,
+}
+
+/// What a delivery asks for, once read: an answer at once, or a close first.
+enum Verdict {
+    Answer(Reply),
+    Close(Request),
+}
+
+/// A close to make: the project (its index in the settings), the build, and the key under
+/// which duplicates of the delivery are recognised.
+struct Request {
+    project: usize,
+    build: Build,
+    key: String,
+}
+
 struct App {
     settings: Settings,
-    dedup: Dedup,
+    dedup: Arc<Dedup>,
     /// Every token and secret, redacted from every line: built once, at start.
     secrets: Arc<[String]>,
+    closes: Arc<Semaphore>,
+    next_agent: AtomicUsize,
+    max_connections: usize,
+    /// Requests being answered: a stop waits for them.
+    in_flight: AtomicUsize,
+    stopping: watch::Sender<bool>,
 }
 
 pub fn run(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
     let settings = Settings::load(flags, env)?;
     let secrets: Arc<[String]> = settings.secrets().into();
-    for project in &settings.projects {
-        ui.mask(project.token.expose());
+    for secret in secrets.iter() {
+        ui.mask(secret);
     }
-    let server = Server::http(&settings.listen)
-        .map_err(|err| Error::config(format!("cannot listen on {}: {err}", settings.listen)))?;
-    let address = server
-        .server_addr()
-        .to_ip()
-        .map_or_else(|| settings.listen.clone(), |a| a.to_string());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(CLOSES_AT_ONCE + 16)
+        .build()
+        .map_err(|err| Error::config(format!("cannot start the receiver's runtime: {err}")))?;
+    let (max_connections, limit_note) = http::connection_cap();
+    let app = Arc::new(App {
+        settings,
+        dedup: Dedup::new(REMEMBERED),
+        secrets,
+        closes: Arc::new(Semaphore::new(CLOSES_AT_ONCE)),
+        next_agent: AtomicUsize::new(0),
+        max_connections,
+        in_flight: AtomicUsize::new(0),
+        stopping: watch::Sender::new(false),
+    });
+    let served = runtime.block_on(async {
+        let listener = http::listen(&app.settings.listen).await.map_err(|err| {
+            Error::config(format!("cannot listen on {}: {err}", app.settings.listen))
+        })?;
+        let address = listener.local_addr().map_err(|err| {
+            Error::config(format!("cannot listen on {}: {err}", app.settings.listen))
+        })?;
+        introduce(&app, address, limit_note.as_deref(), ui);
+        let app_in_panics = Arc::clone(&app);
+        std::panic::set_hook(Box::new(move |info| {
+            app_in_panics.log_line(&format!("panic: {}", log::field(&info.to_string(), 500)));
+        }));
+        Ok(http::serve(listener, Arc::clone(&app), stop_signal()).await)
+    });
+    // Closes stuck past the grace are not waited for: the process is going.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match served? {
+        0 => {
+            ui.log("stopped: every delivery in flight was answered");
+            Ok(())
+        }
+        unanswered => Err(Error::unavailable(format!(
+            "stopped: {unanswered} deliveries in flight could not be answered in time"
+        ))),
+    }
+}
+
+/// The first lines of the log: where it listens and what it will do.
+fn introduce(app: &App, address: SocketAddr, limit_note: Option<&str>, ui: &mut Reporter) {
+    let settings = &app.settings;
     ui.log(&format!(
         "coveralls-finish {} serve: listening on http://{address}",
         crate::VERSION
@@ -96,167 +182,36 @@ pub fn run(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
         state(&settings.magnum_secret, "MAGNUM_HOOK_SECRET")
     ));
     for project in &settings.projects {
-        ui.log(&format!("project {}: {}", project.name, describe(project)));
+        ui.log(&format!("project {}: {}", project.name, project.describe()));
     }
+    ui.log(&format!(
+        "at most {} connections at once ({}); {} closes at once",
+        app.max_connections,
+        limit_note.unwrap_or("more wait to be accepted"),
+        CLOSES_AT_ONCE
+    ));
+}
 
-    let stopping = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stopping);
-    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-        .map_err(|err| Error::config(format!("cannot handle SIGTERM/SIGINT: {err}")))?;
-    let app = App {
-        settings,
-        dedup: Dedup::new(REMEMBERED),
-        secrets,
+/// SIGTERM or SIGINT (Ctrl-C).
+async fn stop_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
     };
-    std::thread::scope(|scope| {
-        for worker in 0..WORKERS {
-            let (app, server, stopping) = (&app, &server, &stopping);
-            scope.spawn(move || {
-                while !stopping.load(Ordering::SeqCst) {
-                    // A short wait, so that a stop is noticed between deliveries.
-                    if let Ok(Some(request)) = server.recv_timeout(Duration::from_millis(100)) {
-                        handle(app, request, worker);
-                    }
-                }
-            });
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                terminate.recv().await;
+            }
+            Err(_) => std::future::pending().await,
         }
-    });
-    ui.log("stopped: every delivery in flight was answered");
-    Ok(())
-}
-
-fn describe(project: &Project) -> String {
-    let mut parts = Vec::new();
-    if project.any {
-        parts.push("every CircleCI and Magnum CI project".to_owned());
-    }
-    for (what, value) in [
-        ("CircleCI", &project.circleci_slug),
-        ("CircleCI id", &project.circleci_project_id),
-        ("Magnum CI project", &project.magnum_project_id),
-    ] {
-        if let Some(value) = value {
-            parts.push(format!("{what} {value}"));
-        }
-    }
-    parts.push(format!("endpoint {}", project.service.endpoint));
-    if !project.carryforward.is_empty() {
-        parts.push(format!("carryforward {}", project.carryforward.join(",")));
-    }
-    parts.join(", ")
-}
-
-/// Answer one delivery; `worker` picks the worker's own Coveralls connections.
-fn handle(app: &App, mut request: Request, worker: usize) {
-    let started = Instant::now();
-    let deadline = started + BUDGET;
-    let method = request.method().clone();
-    // The query may hold a secret (Magnum CI): it is never logged.
-    let (path, query) = match request.url().split_once('?') {
-        Some((path, query)) => (path.to_owned(), query.to_owned()),
-        None => (request.url().to_owned(), String::new()),
     };
-    let mut delivery = Delivery {
-        worker,
-        ..Delivery::default()
-    };
-    let reply = match (path.as_str(), &method) {
-        ("/healthz", Method::Get | Method::Head) => Reply::new(200, json!({"ok": true})),
-        ("/circleci", Method::Post) => match read_body(&mut request) {
-            Ok(body) => circleci::handle(app, &request, &body, deadline, &mut delivery),
-            Err(reply) => reply,
-        },
-        ("/magnum", Method::Post) => match read_body(&mut request) {
-            Ok(body) => magnum::handle(app, &request, &query, &body, deadline, &mut delivery),
-            Err(reply) => reply,
-        },
-        ("/healthz" | "/circleci" | "/magnum", _) => {
-            Reply::error(405, format!("{method} is not allowed on {path}"))
-        }
-        _ => Reply::error(
-            404,
-            format!("no route {path}; expected /circleci, /magnum or /healthz"),
-        ),
-    };
-    let allow = match path.as_str() {
-        "/healthz" => "GET, HEAD",
-        _ => "POST",
-    };
-    let mut response = Response::from_string(reply.body.to_string())
-        .with_status_code(reply.status)
-        .with_header(header("Content-Type", "application/json"));
-    if reply.status == 405 {
-        response.add_header(header("Allow", allow));
-    }
-    // Logged before answering, so that the line is there once the caller has its answer.
-    log(app, &method, &path, &reply, &delivery, started);
-    let _ = request.respond(response);
-}
-
-fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("a valid header")
-}
-
-/// One line a delivery, on standard error; secrets redacted like everywhere else.
-fn log(
-    app: &App,
-    method: &Method,
-    path: &str,
-    reply: &Reply,
-    delivery: &Delivery,
-    started: Instant,
-) {
-    let field = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".to_owned());
-    let outcome = delivery.outcome.clone().unwrap_or_else(|| {
-        reply
-            .body
-            .get("error")
-            .or(reply.body.get("ignored"))
-            .and_then(Value::as_str)
-            .unwrap_or("ok")
-            .to_owned()
-    });
-    let text = format!(
-        "{method} {path} event={} id={} project={} build={} status={} outcome={outcome:?} ms={:.1}",
-        field(&delivery.event),
-        field(&delivery.id),
-        field(&delivery.project),
-        field(&delivery.build),
-        reply.status,
-        started.elapsed().as_secs_f64() * 1000.0,
-    );
-    let (mut out, mut err) = (std::io::sink(), std::io::stderr());
-    app.reporter(&mut out, &mut err).log(&text);
-}
-
-/// The raw body, at most [`MAX_BODY`] bytes.
-fn read_body(request: &mut Request) -> Result<Vec<u8>, Reply> {
-    let too_large = || Reply::error(413, format!("the body is over {MAX_BODY} bytes"));
-    if request.body_length().is_some_and(|n| n > MAX_BODY) {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    request
-        .as_reader()
-        .take(MAX_BODY as u64 + 1)
-        .read_to_end(&mut body)
-        .map_err(|err| Reply::error(400, format!("cannot read the body: {err}")))?;
-    if body.len() > MAX_BODY {
-        return Err(too_large());
-    }
-    Ok(body)
-}
-
-/// Whether a project closes on this status (and, for CircleCI, this workflow).
-fn wanted(list: &[String], value: Option<&str>, what: &str) -> Result<(), Reply> {
-    match value {
-        _ if list.is_empty() => Ok(()),
-        Some(value) if list.iter().any(|w| w == value) => Ok(()),
-        value => Err(Reply::ignored(format!(
-            "{what} {:?} does not close a build (expected one of {})",
-            value.unwrap_or(""),
-            list.join(", ")
-        ))),
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
     }
 }
 
@@ -269,19 +224,39 @@ impl App {
     }
 }
 
-/// Close `build` for `project`, once per `key`, within `deadline`.
-fn close(
-    app: &App,
-    project: &Project,
-    build: Build,
-    key: &str,
+/// A delivery's body, read: its source decides, and a close is made if it asks for one.
+async fn deliver(
+    app: &Arc<App>,
+    source: Source,
+    parts: &Parts,
+    body: &[u8],
     deadline: Instant,
     delivery: &mut Delivery,
 ) -> Reply {
-    delivery.project = Some(project.name.clone());
-    delivery.build = Some(build.number.clone());
-    match app.dedup.claim(key, deadline) {
-        Claim::First => {}
+    let verdict = match source {
+        Source::CircleCi => circleci::verdict(app, &parts.headers, body, delivery),
+        Source::Magnum => {
+            let query = parts.uri.query().unwrap_or("");
+            magnum::verdict(app, &parts.headers, query, body, delivery)
+        }
+    };
+    match verdict {
+        Verdict::Answer(reply) => reply,
+        Verdict::Close(request) => close(app, request, deadline, delivery).await,
+    }
+}
+
+/// Close the requested build, once per key, within `deadline`.
+async fn close(
+    app: &Arc<App>,
+    request: Request,
+    deadline: Instant,
+    delivery: &mut Delivery,
+) -> Reply {
+    delivery.project = Some(app.settings.projects[request.project].name.clone());
+    delivery.build = Some(request.build.number.clone());
+    let ticket = match app.dedup.claim(&request.key, deadline).await {
+        Claim::First(ticket) => ticket,
         Claim::Duplicate(mut reply) => {
             delivery.outcome = Some("duplicate: answered as the first delivery was".to_owned());
             reply.body["duplicate"] = json!(true);
@@ -294,69 +269,144 @@ fn close(
                 "another delivery of this event is still closing the build",
             );
         }
+    };
+    let place = tokio::time::timeout_at(deadline.into(), Arc::clone(&app.closes).acquire_owned());
+    let Ok(Ok(place)) = place.await else {
+        delivery.outcome = Some("not closed: no place to close it in time".to_owned());
+        return Reply::error(503, "too many closes under way; deliver again");
+    };
+    let worker = {
+        let app = Arc::clone(app);
+        tokio::task::spawn_blocking(move || {
+            let _place = place;
+            close_now(&app, request, deadline, ticket)
+        })
+    };
+    match tokio::time::timeout_at((deadline + SLACK).into(), worker).await {
+        Ok(Ok((reply, outcome))) => {
+            delivery.outcome = Some(outcome);
+            reply
+        }
+        // The close panicked: let the delivery's task fail, to be answered 500.
+        Ok(Err(failed)) => std::panic::resume_unwind(failed.into_panic()),
+        Err(_) => {
+            delivery.outcome = Some("not closed: out of time".to_owned());
+            Reply::error(503, "out of time before the build could be closed")
+        }
     }
+}
+
+/// The close itself, on a thread of its own; the answer, and what the log line says of it.
+fn close_now(app: &App, request: Request, deadline: Instant, ticket: Ticket) -> (Reply, String) {
+    let project = &app.settings.projects[request.project];
+    let build = &request.build;
     let (mut out, mut err) = (std::io::sink(), std::io::stderr());
     let mut ui = app.reporter(&mut out, &mut err);
-    ui.prefix = format!("project {} build {}: ", project.name, build.number);
-    let agent = &project.agents[delivery.worker % project.agents.len()];
+    ui.prefix = format!(
+        "project {} build {}: ",
+        project.name,
+        log::field(&build.number, 100)
+    );
+    if app.settings.failpoints && build.number == "failpoint:panic-in-close" {
+        panic!("failpoint: a panic while closing");
+    }
+    let agent =
+        &project.agents[app.next_agent.fetch_add(1, Ordering::Relaxed) % project.agents.len()];
     let token = project.token.expose();
     let result = client::close(
         agent,
         &project.service,
-        &build,
+        build,
         token,
         Some(deadline),
         &mut ui,
     );
-    let (reply, remember) = answer(project, &build, result, &ui, delivery);
-    app.dedup.settle(key, &reply, remember);
-    reply
+    let (reply, remember, outcome) = answer(project, build, result, &ui);
+    ticket.settle(&reply, remember);
+    (reply, outcome)
 }
 
-/// The answer to a close, and whether a later delivery should get the same one.
+/// The answer to a close, whether a later delivery should get the same one, and the outcome
+/// for the log.
 fn answer(
     project: &Project,
     build: &Build,
-    result: Result<client::Closed, Error>,
-    ui: &Reporter,
-    delivery: &mut Delivery,
-) -> (Reply, bool) {
+    result: Result<Closed, Error>,
+    ui: &Reporter<'_>,
+) -> (Reply, bool, String) {
     let number = &build.number;
     match result {
         Ok(closed) => {
             let jobs = closed.jobs.map_or("?".into(), |j| j.to_string());
-            delivery.outcome = Some(format!("closed: {jobs} jobs"));
             let body = json!({
                 "closed": true, "project": project.name, "build_num": number,
                 "url": closed.url, "jobs": closed.jobs,
             });
-            (Reply::new(200, body), true)
+            (Reply::new(200, body), true, format!("closed: {jobs} jobs"))
         }
         Err(error) => {
             let message = ui.redact(&error.to_string());
-            delivery.outcome = Some(format!("not closed: {}", message.replace('\n', " ")));
+            let outcome = format!("not closed: {}", message.replace('\n', " "));
             let body = json!({
                 "closed": false, "project": project.name, "build_num": number, "error": message,
             });
-            match error.kind() {
+            let (status, remember) = match error.kind() {
                 // A later delivery cannot change a refusal: answer 200 so CircleCI stops.
-                Kind::Refused | Kind::Config => (Reply::new(200, body), true),
+                Kind::Refused | Kind::Config => (200, true),
                 // Ask for the delivery again, and let it try afresh.
-                Kind::Unavailable => (Reply::new(502, body), false),
-                Kind::OutOfTime => (Reply::new(503, body), false),
-            }
+                Kind::Unavailable => (502, false),
+                Kind::OutOfTime => (503, false),
+            };
+            (Reply::new(status, body), remember, outcome)
         }
     }
 }
 
-/// The build a delivery names, for `project`: `source` is the `service_name` its uploads used.
-fn build(number: String, number_from: String, source: &str, project: &Project) -> Build {
-    let service_name = project.service_name.as_deref().unwrap_or(source);
-    Build {
-        number,
-        number_from,
-        service_name: Some(service_name.to_owned()),
-        carryforward: project.carryforward.clone(),
-        ..Build::default()
+/// Whether a project closes on this value (a workflow's name, a status): an empty list
+/// means every value.
+fn wanted(list: &[String], value: Option<&str>, what: &str) -> Result<(), Reply> {
+    match value {
+        _ if list.is_empty() => Ok(()),
+        Some(value) if list.iter().any(|w| w == value) => Ok(()),
+        value => Err(Reply::ignored(format!(
+            "{what} {:?} does not close a build (expected one of {})",
+            value.unwrap_or(""),
+            list.join(", ")
+        ))),
     }
+}
+
+/// The longest build number (a workflow id, a Magnum CI build number) sent on.
+const MAX_NUMBER: usize = 256;
+
+/// A close of build `number` for `project` (its index): `source` is the `service_name` its
+/// uploads used, `from` says where the number came from. A blank or overlong number is 400.
+fn request(
+    app: &App,
+    project: usize,
+    number: &str,
+    from: String,
+    source: &str,
+) -> Result<Request, Reply> {
+    let number = number.trim();
+    if number.is_empty() || number.len() > MAX_NUMBER {
+        return Err(Reply::error(
+            400,
+            format!("the build number ({from}) must be 1 to {MAX_NUMBER} bytes, not blank"),
+        ));
+    }
+    let project_settings = &app.settings.projects[project];
+    let service_name = project_settings.service_name.as_deref().unwrap_or(source);
+    let build = Build {
+        number: number.to_owned(),
+        number_from: from,
+        service_name: Some(service_name.to_owned()),
+        carryforward: project_settings.carryforward.clone(),
+        ..Build::default()
+    };
+    Ok(Request {
+        project,
+        key: format!("{source} {} {number}", project_settings.name),
+        build,
+    })
 }

@@ -12,12 +12,20 @@ use crate::env::Env;
 use crate::error::Error;
 use crate::settings::{Flags, Given, Key, Sources};
 
+/// Agents (each with a connection pool of its own) a project's closes take turns on: threads
+/// sharing one pool wait on each other.
+const AGENTS: usize = 16;
+/// The least a Magnum CI hook secret may be: it is the hook's only protection.
+const MIN_MAGNUM_SECRET: usize = 16;
+
 pub struct Settings {
     pub listen: String,
     pub circleci_secret: Option<Secret>,
     pub magnum_secret: Option<Secret>,
     pub projects: Vec<Project>,
     pub debug: bool,
+    /// Fault injection for the tests (`COVERALLS_FINISH_FAILPOINTS=1`), in debug builds only.
+    pub failpoints: bool,
 }
 
 pub struct Project {
@@ -37,7 +45,7 @@ pub struct Project {
     /// A job whose `job-completed` closes the build, before the workflow completes.
     pub final_job: Option<String>,
     pub service_name: Option<String>,
-    /// One agent a worker, indexed by the worker's number.
+    /// Agents the project's closes take turns on.
     pub agents: Vec<Agent>,
 }
 
@@ -108,7 +116,19 @@ impl Settings {
             magnum_secret: secret("MAGNUM_HOOK_SECRET")?,
             projects,
             debug: shared.debug,
+            failpoints: cfg!(debug_assertions)
+                && env.get("COVERALLS_FINISH_FAILPOINTS")? == Some("1"),
         };
+        if let Some(secret) = &settings.magnum_secret {
+            let length = secret.expose().len();
+            if length < MIN_MAGNUM_SECRET {
+                return Err(Error::config(format!(
+                    "MAGNUM_HOOK_SECRET has {length} bytes; expected at least \
+                     {MIN_MAGNUM_SECRET}, since the hook URL carries nothing else to trust \
+                     (openssl rand -hex 32 makes a good one)"
+                )));
+            }
+        }
         if settings.circleci_secret.is_none() && settings.magnum_secret.is_none() {
             return Err(Error::config(
                 "neither CIRCLECI_WEBHOOK_SECRET nor MAGNUM_HOOK_SECRET is set: with no secret \
@@ -118,9 +138,10 @@ impl Settings {
         Ok(settings)
     }
 
-    pub fn circleci_project(&self, slug: Option<&str>, id: Option<&str>) -> Option<&Project> {
+    /// The index of the project a CircleCI event belongs to.
+    pub fn circleci_project(&self, slug: Option<&str>, id: Option<&str>) -> Option<usize> {
         let slug = slug.map(normalize_slug);
-        self.projects.iter().find(|p| {
+        self.projects.iter().position(|p| {
             p.any
                 || (p.circleci_slug.is_some()
                     && p.circleci_slug.as_deref().map(normalize_slug) == slug)
@@ -128,10 +149,11 @@ impl Settings {
         })
     }
 
-    pub fn magnum_project(&self, project_id: &str) -> Option<&Project> {
+    /// The index of the project a Magnum CI hook belongs to.
+    pub fn magnum_project(&self, project_id: &str) -> Option<usize> {
         self.projects
             .iter()
-            .find(|p| p.any || p.magnum_project_id.as_deref() == Some(project_id))
+            .position(|p| p.any || p.magnum_project_id.as_deref() == Some(project_id))
     }
 
     /// Every secret and token, for redacting them from the log.
@@ -144,6 +166,30 @@ impl Settings {
             .chain(secrets)
             .map(|s| s.expose().to_owned())
             .collect()
+    }
+}
+
+impl Project {
+    /// What the project closes builds for, for the log at start.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.any {
+            parts.push("every CircleCI and Magnum CI project".to_owned());
+        }
+        for (what, value) in [
+            ("CircleCI", &self.circleci_slug),
+            ("CircleCI id", &self.circleci_project_id),
+            ("Magnum CI project", &self.magnum_project_id),
+        ] {
+            if let Some(value) = value {
+                parts.push(format!("{what} {value}"));
+            }
+        }
+        parts.push(format!("endpoint {}", self.service.endpoint));
+        if !self.carryforward.is_empty() {
+            parts.push(format!("carryforward {}", self.carryforward.join(",")));
+        }
+        parts.join(", ")
     }
 }
 
@@ -162,7 +208,7 @@ fn from_env(shared: &config::Shared, env: &Env) -> Result<Project, Error> {
         circleci_project_id: None,
         magnum_project_id: None,
         token,
-        agents: client::agents(&shared.service.endpoint, env, super::WORKERS)?,
+        agents: client::agents(&shared.service.endpoint, env, AGENTS)?,
         service: shared.service.clone(),
         carryforward: shared.carryforward.clone(),
         workflows: Vec::new(),
@@ -265,7 +311,7 @@ fn project(
             config::parse_endpoint(&given).map_err(|e| at("endpoint", e.message()))?;
     }
     Ok(Project {
-        agents: client::agents(&service.endpoint, env, super::WORKERS)?,
+        agents: client::agents(&service.endpoint, env, AGENTS)?,
         token: token(&entry, env, at)?,
         name: name.to_owned(),
         any: false,
@@ -339,18 +385,15 @@ mod tests {
     #[test]
     fn projects_are_found_by_slug_id_and_magnum_id() {
         let settings = load(TWO, &[("API_TOKEN", "api-token")]).unwrap();
-        let api = settings
-            .circleci_project(Some("github/acme/api"), None)
-            .unwrap();
+        let project = |index: Option<usize>| &settings.projects[index.unwrap()];
+        let api = project(settings.circleci_project(Some("github/acme/api"), None));
         assert_eq!(api.name, "api");
         assert_eq!(api.token.expose(), "api-token");
         assert_eq!(api.service.endpoint, "https://coveralls.example");
         assert_eq!(api.carryforward, ["unit", "e2e"]);
-        let web = settings
-            .circleci_project(Some("circleci/x/y"), Some("84996744-a854"))
-            .unwrap();
+        let web = project(settings.circleci_project(Some("circleci/x/y"), Some("84996744-a854")));
         assert_eq!(web.name, "web");
-        assert_eq!(settings.magnum_project("43").unwrap().name, "api");
+        assert_eq!(project(settings.magnum_project("43")).name, "api");
         assert!(settings.magnum_project("44").is_none());
         assert!(
             settings

@@ -3,10 +3,12 @@
 
 #![allow(dead_code, unused_imports)]
 
+mod raw;
 mod receiver;
 mod run;
 mod server;
 
-pub use receiver::{Receiver, fixture, sign, workflow_event};
+pub use raw::{Answer, Raw, head, resident_kib};
+pub use receiver::{MAGNUM, REPO_TOKEN, Receiver, SECRET, fixture, sign, workflow_event};
 pub use run::{Finish, Outcome, TOKEN, Vars, binary, finish};
 pub use server::{CLOSED, Recorded, Reply, Server, json, refused_url, with_header};

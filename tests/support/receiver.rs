@@ -7,7 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use super::binary;
+use super::{Server, binary};
+
+/// The secrets the usual receiver is started with.
+pub const SECRET: &str = "circle-webhook-secret-7f3a";
+pub const MAGNUM: &str = "magnum-hook-secret-91c2";
+pub const REPO_TOKEN: &str = "repo-token-55aa66bb";
 
 pub struct Receiver {
     child: Child,
@@ -17,6 +22,8 @@ pub struct Receiver {
     agent: ureq::Agent,
     /// Never to appear in the log: every `*TOKEN` and `*SECRET` variable it was given.
     secrets: Vec<String>,
+    /// Where its projects file is, if it has one.
+    _projects: Option<tempfile::TempDir>,
 }
 
 impl Receiver {
@@ -24,7 +31,33 @@ impl Receiver {
         let mut command = binary();
         command
             .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
+            .args(args);
+        Receiver::spawn(command, env)
+    }
+
+    /// A receiver with a projects file of this text (`{endpoint}` stands for `coveralls`).
+    pub fn with_projects(coveralls: &Server, toml: &str, env: &[(&str, &str)]) -> Receiver {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("projects.toml");
+        std::fs::write(&path, toml.replace("{endpoint}", &coveralls.url())).unwrap();
+        let mut receiver = Receiver::start(env, &["--config", path.to_str().unwrap()]);
+        receiver._projects = Some(dir);
+        receiver
+    }
+
+    /// The same, under an open-file limit of `files` (the shell's `ulimit -n`).
+    #[cfg(unix)]
+    pub fn start_with_file_limit(files: u32, env: &[(&str, &str)]) -> Receiver {
+        let mut command = std::process::Command::new("/bin/sh");
+        command.env_clear().arg("-c").arg(format!(
+            "ulimit -n {files} && exec \"$0\" serve --listen 127.0.0.1:0"
+        ));
+        command.arg(env!("CARGO_BIN_EXE_coveralls-finish"));
+        Receiver::spawn(command, env)
+    }
+
+    fn spawn(mut command: std::process::Command, env: &[(&str, &str)]) -> Receiver {
+        command
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -75,7 +108,23 @@ impl Receiver {
             reading: Some(reading),
             agent,
             secrets,
+            _projects: None,
         }
+    }
+
+    /// The usual receiver: one project from the environment, both sources on, in front of
+    /// `coveralls`; `extra` variables added or overriding.
+    pub fn in_front_of(coveralls: &Server, extra: &[(&str, &str)]) -> Receiver {
+        let endpoint = coveralls.url();
+        let mut env = vec![
+            ("COVERALLS_REPO_TOKEN", REPO_TOKEN),
+            ("COVERALLS_ENDPOINT", endpoint.as_str()),
+            ("COVERALLS_CARRYFORWARD_FLAGS", "unit,e2e"),
+            ("CIRCLECI_WEBHOOK_SECRET", SECRET),
+            ("MAGNUM_HOOK_SECRET", MAGNUM),
+        ];
+        env.extend_from_slice(extra);
+        Receiver::start(&env, &[])
     }
 
     /// One more value that must never be logged (a token written in a projects file).
@@ -123,6 +172,18 @@ impl Receiver {
         )
     }
 
+    /// Requests the receiver is answering, this one included, as `/healthz` says.
+    pub fn in_flight(&self) -> u64 {
+        let mut response = self
+            .agent
+            .get(&format!("{}/healthz", self.url))
+            .call()
+            .unwrap();
+        let text = response.body_mut().read_to_string().unwrap();
+        let health: serde_json::Value = serde_json::from_str(&text).unwrap();
+        health["in_flight"].as_u64().expect("in_flight in /healthz")
+    }
+
     pub fn get(&self, path: &str) -> u16 {
         let response = self
             .agent
@@ -134,6 +195,30 @@ impl Receiver {
 
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// The log once it holds `text`, waiting for it a while: the receiver writes a line
+    /// before it answers, but the pipe may not have carried it here yet.
+    pub fn log_with(&self, text: &str) -> String {
+        let started = Instant::now();
+        loop {
+            let log = self.log();
+            if log.contains(text) {
+                return log;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the log never said {text:?}:\n{log}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The first log line that starts with `prefix`, waiting for it as [`Receiver::log_with`].
+    pub fn log_line(&self, prefix: &str) -> String {
+        let log = self.log_with(&format!("\n{prefix}"));
+        let line = log.lines().find(|l| l.starts_with(prefix));
+        line.expect("a line that starts with it").to_owned()
     }
 
     pub fn pid(&self) -> u32 {

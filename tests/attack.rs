@@ -1,0 +1,392 @@
+//! The receiver as an attacker and a bad network would try it: each case a bounded test on
+//! loopback. It answers what it should, cuts off what it must, and never stops serving.
+
+mod support;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::{
+    CLOSED, MAGNUM, Raw, Receiver, Reply, SECRET, Server, head, json, sign, workflow_event,
+};
+
+fn closing() -> (Server, Receiver) {
+    let coveralls = Server::start(vec![json(200, CLOSED)]);
+    let receiver = Receiver::in_front_of(&coveralls, &[]);
+    (coveralls, receiver)
+}
+
+/// A signed delivery for a new workflow, answered 200 within `limit`.
+fn assert_still_closes(receiver: &Receiver, workflow: &str, limit: Duration) {
+    let started = Instant::now();
+    let body = workflow_event(&format!("event-{workflow}"), workflow, "gh/a/b");
+    let (status, answer) = receiver.circleci(SECRET, "workflow-completed", &body);
+    assert_eq!(status, 200, "{answer}");
+    assert!(started.elapsed() < limit, "{:?}", started.elapsed());
+}
+
+#[test]
+fn an_absurd_content_length_is_refused_at_once_never_a_crash() {
+    let (coveralls, receiver) = closing();
+    let magnum = format!("/magnum?secret={MAGNUM}");
+    for path in ["/circleci", magnum.as_str(), "/nope"] {
+        for length in ["18446744073709551615", "99999999999999", "1048577"] {
+            let mut raw = Raw::connect(receiver.addr());
+            raw.send(&head("POST", path, &[("Content-Length", length)]))
+                .unwrap();
+            let started = Instant::now();
+            let answer = raw.answer().expect("an answer");
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "{path} {length}"
+            );
+            let expected: &[u16] = match (path, length) {
+                ("/nope", _) => &[404, 431],
+                (_, "18446744073709551615") => &[400, 431],
+                _ => &[413],
+            };
+            assert!(
+                expected.contains(&answer.status),
+                "{path} {length}: {answer:?}"
+            );
+            if answer.status == 413 {
+                // Answered without reading a byte of the body, and the connection ends.
+                assert!(answer.head.contains("connection: close"), "{answer:?}");
+                assert!(raw.closed_within(Duration::from_secs(2)).is_some());
+            }
+        }
+    }
+    assert_eq!(receiver.get("/healthz"), 200);
+    assert_still_closes(&receiver, "wf-after-lengths", Duration::from_secs(2));
+    assert_eq!(coveralls.requests().len(), 1);
+}
+
+#[test]
+fn connections_reset_at_once_leave_it_serving() {
+    let (_coveralls, receiver) = closing();
+    let addr = receiver.addr();
+    let body = workflow_event("e-reset", "wf-reset", "gh/a/b");
+    let signature = format!("v1={}", sign(SECRET, &body));
+    thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                for _ in 0..60 {
+                    let mut raw = Raw::connect(addr);
+                    let length = body.len().to_string();
+                    let mut request = head(
+                        "POST",
+                        "/circleci",
+                        &[
+                            ("Content-Length", &length),
+                            ("circleci-signature", &signature),
+                        ],
+                    );
+                    request.extend_from_slice(&body);
+                    let _ = raw.send(&request);
+                    // Close with a reset (SO_LINGER 0) rather than a FIN.
+                    let socket = socket2::SockRef::from(raw.stream());
+                    socket.set_linger(Some(Duration::ZERO)).unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(receiver.get("/healthz"), 200);
+    assert_still_closes(&receiver, "wf-after-resets", Duration::from_secs(3));
+}
+
+#[cfg(unix)]
+#[test]
+fn idle_connections_past_the_file_limit_wait_and_it_keeps_serving() {
+    let coveralls = Server::start(vec![json(200, CLOSED)]);
+    let endpoint = coveralls.url();
+    let mut receiver = Receiver::start_with_file_limit(
+        64,
+        &[
+            ("COVERALLS_REPO_TOKEN", "limited-token"),
+            ("COVERALLS_ENDPOINT", &endpoint),
+            ("CIRCLECI_WEBHOOK_SECRET", SECRET),
+        ],
+    );
+    let log = receiver.log_with("connections at once");
+    assert!(log.contains("the open-file limit is 64"), "{log}");
+    let idle: Vec<Raw> = (0..200).map(|_| Raw::connect(receiver.addr())).collect();
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(receiver.wait(Duration::ZERO), None, "still running");
+    assert!(
+        !receiver.log().contains("accepting a connection failed"),
+        "it never ran out of file descriptors:\n{}",
+        receiver.log()
+    );
+    drop(idle);
+    let started = Instant::now();
+    assert_eq!(receiver.get("/healthz"), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_still_closes(&receiver, "wf-after-idle", Duration::from_secs(3));
+}
+
+#[test]
+fn slow_bodies_pin_nothing_and_are_cut_off() {
+    let (_coveralls, receiver) = closing();
+    let signature = format!("v1={}", "0".repeat(64));
+    let mut slow: Vec<(Raw, Instant)> = (0..64)
+        .map(|_| {
+            let mut raw = Raw::connect(receiver.addr());
+            let mut request = head(
+                "POST",
+                "/circleci",
+                &[
+                    ("Content-Length", "1000"),
+                    ("circleci-signature", &signature),
+                ],
+            );
+            request.extend_from_slice(b"{\"id\":");
+            raw.send(&request).unwrap();
+            (raw, Instant::now())
+        })
+        .collect();
+    let started = Instant::now();
+    assert_eq!(receiver.get("/healthz"), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_still_closes(&receiver, "wf-beside-slow", Duration::from_secs(2));
+    for (raw, sent) in &mut slow {
+        let answer = raw.answer().expect("an answer to a slow body");
+        assert_eq!(answer.status, 408, "{answer:?}");
+        let waited = sent.elapsed();
+        assert!(
+            waited > Duration::from_secs(8) && waited < Duration::from_secs(13),
+            "{waited:?}"
+        );
+        assert!(raw.closed_within(Duration::from_secs(2)).is_some());
+    }
+}
+
+#[test]
+fn a_long_signature_header_is_refused_before_any_hmac() {
+    let (coveralls, receiver) = closing();
+    let body = vec![b'x'; 1 << 20];
+    let long = vec!["v1="; 3000].join(",");
+    let answers: Vec<(u16, Duration)> = thread::scope(|scope| {
+        let attackers: Vec<_> = (0..32)
+            .map(|_| {
+                scope.spawn(|| {
+                    let started = Instant::now();
+                    let headers = [("circleci-signature", long.as_str())];
+                    let (status, _) = receiver.post("/circleci", &headers, &body);
+                    (status, started.elapsed())
+                })
+            })
+            .collect();
+        assert_still_closes(&receiver, "wf-beside-signatures", Duration::from_secs(3));
+        attackers.into_iter().map(|a| a.join().unwrap()).collect()
+    });
+    for (status, took) in answers {
+        assert_eq!(status, 400);
+        assert!(took < Duration::from_secs(3), "{took:?}");
+    }
+    // Longer than a request head may be at all: refused by the HTTP layer.
+    let longer = vec!["v1="; 5000].join(",");
+    let (status, _) = receiver.post("/circleci", &[("circleci-signature", &longer)], b"{}");
+    assert_eq!(status, 431);
+    assert_eq!(coveralls.requests().len(), 1);
+}
+
+#[test]
+fn an_endless_header_line_is_cut_off_and_memory_stays_flat() {
+    let (_coveralls, receiver) = closing();
+    let before = support::resident_kib(receiver.pid());
+    let mut raw = Raw::connect(receiver.addr());
+    raw.send(b"POST /circleci HTTP/1.1\r\nX-Endless: ").unwrap();
+    let chunk = vec![b'a'; 64 << 10];
+    let mut sent = 0usize;
+    while sent < 300 << 20 && raw.send(&chunk).is_ok() {
+        sent += chunk.len();
+    }
+    assert!(
+        sent < 64 << 20,
+        "the receiver took {sent} bytes of one header line"
+    );
+    if let (Some(before), Some(after)) = (before, support::resident_kib(receiver.pid())) {
+        assert!(
+            after < before + 20_000,
+            "memory grew from {before} KiB to {after} KiB"
+        );
+    }
+    assert_eq!(receiver.get("/healthz"), 200);
+}
+
+#[test]
+fn idle_and_half_sent_connections_are_cut_off() {
+    let (_coveralls, receiver) = closing();
+    let silent = Raw::connect(receiver.addr());
+    let mut half = Raw::connect(receiver.addr());
+    half.send(b"POST /circleci HTTP/1.1\r\nHost: receiver\r\n")
+        .unwrap();
+    let mut kept_alive = Raw::connect(receiver.addr());
+    kept_alive.send(&head("GET", "/healthz", &[])).unwrap();
+    assert_eq!(kept_alive.answer().expect("an answer").status, 200);
+    let cases = [
+        ("silent", silent),
+        ("half a head", half),
+        ("idle keep-alive", kept_alive),
+    ];
+    thread::scope(|scope| {
+        for (what, mut raw) in cases {
+            scope.spawn(move || {
+                let closed = raw.closed_within(Duration::from_secs(15));
+                let closed = closed.unwrap_or_else(|| panic!("{what}: never closed"));
+                assert!(
+                    closed > Duration::from_secs(8) && closed < Duration::from_secs(12),
+                    "{what}: closed after {closed:?}"
+                );
+            });
+        }
+    });
+}
+
+#[cfg(unix)]
+fn terminate(receiver: &Receiver) {
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &receiver.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_cuts_slow_and_idle_connections_and_exits_in_time() {
+    let (_coveralls, mut receiver) = closing();
+    let mut slow = Raw::connect(receiver.addr());
+    slow.send(&head("POST", "/circleci", &[("Content-Length", "500")]))
+        .unwrap();
+    let _idle = Raw::connect(receiver.addr());
+    thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    terminate(&receiver);
+    assert_eq!(receiver.wait(Duration::from_secs(10)), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let answer = slow.answer().expect("the slow body is answered");
+    assert_eq!(answer.status, 503, "{answer:?}");
+    receiver.log_with("stopped: every delivery in flight was answered");
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_answers_every_delivery_already_accepted() {
+    // More deliveries than closes run at once, so that some wait for a place when it stops.
+    const DELIVERIES: u64 = 150;
+    let coveralls = Server::start(vec![Reply::Slow(
+        Duration::from_millis(1500),
+        Box::new(json(200, CLOSED)),
+    )]);
+    let mut receiver = Receiver::in_front_of(&coveralls, &[]);
+    let answers: Vec<u16> = thread::scope(|scope| {
+        let deliveries: Vec<_> = (0..DELIVERIES)
+            .map(|i| {
+                let receiver = &receiver;
+                scope.spawn(move || {
+                    let body = workflow_event(&format!("e-{i}"), &format!("wf-{i}"), "gh/a/b");
+                    receiver.circleci(SECRET, "workflow-completed", &body).0
+                })
+            })
+            .collect();
+        // Every delivery is in: being closed, or waiting for a place to be.
+        let started = Instant::now();
+        while receiver.in_flight() < DELIVERIES + 1 {
+            assert!(started.elapsed() < Duration::from_secs(10));
+            thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            coveralls.requests().len() < DELIVERIES as usize,
+            "some are waiting"
+        );
+        terminate(&receiver);
+        deliveries.into_iter().map(|d| d.join().unwrap()).collect()
+    });
+    assert!(answers.iter().all(|s| *s == 200), "{answers:?}");
+    assert_eq!(receiver.wait(Duration::from_secs(10)), Some(0));
+    receiver.log_with("stopped: every delivery in flight was answered");
+    assert_eq!(coveralls.requests().len(), DELIVERIES as usize);
+}
+
+#[test]
+fn hundreds_of_deliveries_while_coveralls_stalls_are_answered_in_time() {
+    let coveralls = Server::start(vec![Reply::Stall]);
+    let receiver = Receiver::in_front_of(&coveralls, &[]);
+    let answers: Vec<(u16, Duration)> = thread::scope(|scope| {
+        let deliveries: Vec<_> = (0..300)
+            .map(|i| {
+                let receiver = &receiver;
+                scope.spawn(move || {
+                    let body = workflow_event(&format!("e-{i}"), &format!("wf-{i}"), "gh/a/b");
+                    let sent = Instant::now();
+                    let (status, _) = receiver.circleci(SECRET, "workflow-completed", &body);
+                    (status, sent.elapsed())
+                })
+            })
+            .collect();
+        deliveries.into_iter().map(|d| d.join().unwrap()).collect()
+    });
+    for (status, took) in &answers {
+        assert_eq!(*status, 503);
+        assert!(*took < Duration::from_secs(10), "answered after {took:?}");
+    }
+}
+
+#[test]
+fn control_bytes_never_reach_the_log_raw() {
+    let (_coveralls, receiver) = closing();
+    let mut raw = Raw::connect(receiver.addr());
+    raw.send(b"POST /circ\x1bleci HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(raw.answer().expect("an answer").status, 400);
+    let forged = "wf\nPOST /circleci event=ping status=200\u{1b}[2J";
+    let body = workflow_event("e-forged", forged, "gh/a/b");
+    let (status, answer) = receiver.circleci(SECRET, "workflow-completed", &body);
+    assert_eq!(status, 200, "{answer}");
+    let line = receiver.log_line("POST /circleci event=workflow-completed id=e-forged");
+    assert!(
+        line.contains(r#"build="wf\nPOST /circleci event=ping status=200\u{1b}[2J""#),
+        "{line}"
+    );
+    let log = receiver.log();
+    assert!(!log.contains('\u{1b}'), "{log}");
+    assert!(
+        !log.lines()
+            .any(|l| l.starts_with("POST /circleci event=ping")),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_panic_in_a_delivery_is_answered_500_and_the_receiver_goes_on() {
+    let coveralls = Server::start(vec![json(200, CLOSED)]);
+    let receiver = Receiver::in_front_of(&coveralls, &[("COVERALLS_FINISH_FAILPOINTS", "1")]);
+    let body = workflow_event("failpoint:panic", "wf-1", "gh/a/b");
+    let (status, answer) = receiver.circleci(SECRET, "workflow-completed", &body);
+    assert_eq!(status, 500, "{answer}");
+    let line = receiver.log_line("panic: ");
+    assert!(
+        line.contains("failpoint: a panic while reading a delivery"),
+        "{line}"
+    );
+    receiver.log_with("status=500");
+    // A panic on the closing thread, with the build's key claimed: the key is let go, so the
+    // next delivery of the same build tries again instead of waiting on a dead close.
+    let body = workflow_event("e-2", "failpoint:panic-in-close", "gh/a/b");
+    for _ in 0..2 {
+        let started = Instant::now();
+        let (status, answer) = receiver.circleci(SECRET, "workflow-completed", &body);
+        assert_eq!(status, 500, "{answer}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+    assert_still_closes(&receiver, "wf-after-panics", Duration::from_secs(2));
+}
