@@ -102,9 +102,11 @@ build_from_source() {
     fi
     warn "$1; building coveralls-finish from the action's source instead (slower)"
     local target_dir="$temp/coveralls-finish-build"
-    cargo build --release --locked --quiet --manifest-path "$action_dir/Cargo.toml" \
-        --target-dir "$target_dir" || fail "building coveralls-finish from source failed"
-    binary="$target_dir/release/coveralls-finish$exe"
+    # The closer alone, as the release assets the action downloads are built.
+    cargo build --profile closer --no-default-features --locked --quiet \
+        --manifest-path "$action_dir/Cargo.toml" --target-dir "$target_dir" ||
+        fail "building coveralls-finish from source failed"
+    binary="$target_dir/closer/coveralls-finish$exe"
 }
 
 version=$(tr -d ' \r\n' <"$action_dir/action/VERSION")

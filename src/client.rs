@@ -142,17 +142,18 @@ pub fn agents(endpoint: &str, env: &Env, count: usize) -> Result<Vec<Agent>, Err
     Ok((0..count).map(|_| config.clone().new_agent()).collect())
 }
 
-/// The bundled Mozilla roots and the platform's store (which honours `SSL_CERT_FILE` and
-/// `SSL_CERT_DIR`), so a private CA works without ever turning verification off.
+/// The platform's roots (which `SSL_CERT_FILE` and `SSL_CERT_DIR` replace, as in OpenSSL),
+/// so that a private CA works without ever turning verification off; where the platform has
+/// none at all (a minimal container), the bundled Mozilla roots.
 fn root_certs() -> RootCerts {
-    let bundled = webpki_root_certs::TLS_SERVER_ROOT_CERTS
-        .iter()
-        .map(|der| Certificate::from_der(der.as_ref()));
     let platform = rustls_native_certs::load_native_certs().certs;
+    if platform.is_empty() {
+        return RootCerts::WebPki;
+    }
     let platform = platform
         .iter()
         .map(|der| Certificate::from_der(der.as_ref()).to_owned());
-    RootCerts::from(bundled.chain(platform))
+    RootCerts::from(platform)
 }
 
 /// `HTTPS_PROXY` or `HTTP_PROXY` by the endpoint's scheme, then `ALL_PROXY`; `NO_PROXY` applies.

@@ -49,7 +49,6 @@ pub struct Shared {
     pub token: Option<Secret>,
     pub service: Service,
     pub carryforward: Vec<String>,
-    pub debug: bool,
 }
 
 /// The settings that decide how a failure is reported, readable even when the rest is wrong.
@@ -80,11 +79,14 @@ pub fn early(env: &Env, flags: &Flags) -> (Early, Result<(), Error>) {
     (early, checked)
 }
 
-pub fn shared(env: &Env, flags: &Flags) -> Result<Shared, Error> {
-    shared_from(&Sources::read(env, flags)?, env)
+/// The receiver's share of the settings, and whether it logs in debug detail.
+#[cfg(feature = "serve")]
+pub fn shared(env: &Env, flags: &Flags) -> Result<(Shared, bool), Error> {
+    let sources = Sources::read(env, flags)?;
+    Ok((shared_from(&sources)?, debug(&sources, env)?))
 }
 
-fn shared_from(sources: &Sources, env: &Env) -> Result<Shared, Error> {
+fn shared_from(sources: &Sources) -> Result<Shared, Error> {
     let value = |key| sources.get(key).expect("the setting has a default");
     Ok(Shared {
         token: sources.given(Key::RepoToken).map(|t| Secret::new(t.value)),
@@ -97,19 +99,17 @@ fn shared_from(sources: &Sources, env: &Env) -> Result<Shared, Error> {
             .given(Key::Carryforward)
             .map(|given| split_flags(given.value))
             .unwrap_or_default(),
-        debug: debug(sources, env)?,
     })
 }
 
 pub fn load(env: &Env, flags: &Flags) -> Result<Config, Error> {
     let sources = Sources::read(env, flags)?;
+    // Debug is read, and checked, by `early`, which decides how everything is reported.
     let Shared {
         token,
         service,
         carryforward,
-        // Read, and checked, by `early`, which decides how everything is reported.
-        debug: _,
-    } = shared_from(&sources, env)?;
+    } = shared_from(&sources)?;
     let dry_run = boolean(&sources, Key::DryRun)?;
     let detected = ci::detect(env)?;
     let ci = detected.name();

@@ -46,6 +46,7 @@ impl<'a> Reporter<'a> {
     }
 
     /// Redact these secrets, a list built once and shared (the receiver's, for every delivery).
+    #[cfg(feature = "serve")]
     pub fn with_secrets(mut self, secrets: Arc<[String]>) -> Self {
         self.secrets = secrets;
         self

@@ -78,9 +78,9 @@ impl Checkout {
     fn with_fake_cargo(self) -> Self {
         let script = "#!/bin/sh\necho \"$@\" > \"$RUNNER_TEMP/cargo.args\"\n\
                       while [ $# -gt 0 ]; do [ \"$1\" = --target-dir ] && dir=$2; shift; done\n\
-                      mkdir -p \"$dir/release\"\n\
-                      printf '#!/bin/sh\\necho built from source ran\\n' > \"$dir/release/coveralls-finish\"\n\
-                      chmod +x \"$dir/release/coveralls-finish\"\n";
+                      mkdir -p \"$dir/closer\"\n\
+                      printf '#!/bin/sh\\necho built from source ran\\n' > \"$dir/closer/coveralls-finish\"\n\
+                      chmod +x \"$dir/closer/coveralls-finish\"\n";
         write_executable(&self.bin.path().join("cargo"), script.as_bytes());
         self
     }
@@ -198,7 +198,10 @@ fn a_missing_asset_falls_back_to_building_from_source() {
     assert!(out.contains(&format!("could not download {name} {VERSION}; building coveralls-finish from the action's source")), "{out}");
     assert!(out.contains("built from source ran"), "{out}");
     let args = std::fs::read_to_string(checkout.temp_file("cargo.args")).unwrap();
-    assert!(args.starts_with("build --release --locked"), "{args}");
+    assert!(
+        args.starts_with("build --profile closer --no-default-features --locked"),
+        "{args}"
+    );
     assert!(
         args.contains(&format!(
             "--manifest-path {}/Cargo.toml",

@@ -97,7 +97,7 @@ impl Id {
 
 impl Settings {
     pub fn load(flags: &Flags, env: &Env) -> Result<Settings, Error> {
-        let shared = config::shared(env, flags)?;
+        let (shared, debug) = config::shared(env, flags)?;
         let sources = Sources::read(env, flags)?;
         let listen = sources
             .get(Key::Listen)
@@ -115,7 +115,7 @@ impl Settings {
             circleci_secret: secret("CIRCLECI_WEBHOOK_SECRET")?,
             magnum_secret: secret("MAGNUM_HOOK_SECRET")?,
             projects,
-            debug: shared.debug,
+            debug,
             failpoints: cfg!(debug_assertions)
                 && env.get("COVERALLS_FINISH_FAILPOINTS")? == Some("1"),
         };
