@@ -12,3 +12,9 @@ pub use raw::{Answer, Raw, head, resident_kib};
 pub use receiver::{MAGNUM, REPO_TOKEN, Receiver, SECRET, fixture, sign, workflow_event};
 pub use run::{Finish, Outcome, TOKEN, Vars, binary, finish};
 pub use server::{CLOSED, Recorded, Reply, Server, json, refused_url, with_header};
+
+/// Whether the tests run under Wine (.ci/run's Windows suite), where a few things behave
+/// differently enough to need a gentler test, or none.
+pub fn under_wine() -> bool {
+    std::env::var_os("COVERALLS_FINISH_TESTS_UNDER_WINE").is_some()
+}
