@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Benchmarks coveralls-finish against its peers, side by side in one run, on loopback:
-# closing one build (wall time, peak RSS), the static release binary's size, and the
-# receiver's throughput. `bash bench/run.sh` for the figures in BENCHMARKS.md;
-# `bash bench/run.sh --smoke` for a quick run that only proves the benchmark still works.
+# closing one build over plain HTTP and over HTTPS (wall time, peak RSS), the release assets'
+# sizes, and the receiver's throughput, beside the old tiny_http receiver and under attack.
+# `bash bench/run.sh` for the figures in BENCHMARKS.md; `bash bench/run.sh --smoke` for a
+# quick run that only proves the benchmark still works.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 runs=${BENCH_RUNS:-30} deliveries=${BENCH_DELIVERIES:-20000} connections=${BENCH_CONNECTIONS:-8 32}
+smoke=
 if [ "${1:-}" = --smoke ]; then
-    runs=3 deliveries=500 connections=8
+    smoke=1 runs=3 deliveries=500 connections=8
 fi
+# The last commit whose receiver ran on tiny_http, measured beside today's.
+old_receiver=f495258
 if [ ! -x /usr/bin/time ]; then
     echo "bench/run.sh needs GNU time for peak RSS: apt-get install time" >&2
     exit 1
@@ -22,19 +26,50 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Start a server in the background that prints its URL on its first line (or says
+# "listening on URL"); its URL.
+started_url() { # log file
+    for _ in $(seq 100); do
+        if [ -s "$1" ]; then
+            sed -n -e 's/.*listening on //p' -e '1{/^http/p}' "$1" | head -n 1
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "a server did not start: $(cat "$1")" >&2
+    exit 1
+}
+
 echo "== machine"
 echo "$(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sm)"
 grep -m1 'model name' /proc/cpuinfo | sed 's/.*: /cpu: /' || true
 echo "rustc: $(rustc --version)"
 
-echo "== building (release profile)"
+echo "== building (release profile, and the release assets where the musl target is installed)"
 cargo build --release --locked --quiet --bin coveralls-finish --example fake_coveralls --example receiver_load
-ours=$PWD/target/release/coveralls-finish
+closer=$PWD/target/release/coveralls-finish
+receiver=$PWD/target/release/coveralls-finish
 if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
-    cargo build --release --locked --quiet --target x86_64-unknown-linux-musl
-    ours=$PWD/target/x86_64-unknown-linux-musl/release/coveralls-finish
+    bash .github/build-asset.sh x86_64-unknown-linux-musl closer >/dev/null
+    bash .github/build-asset.sh x86_64-unknown-linux-musl serve >/dev/null
+    closer=$PWD/dist/coveralls-finish-x86_64-unknown-linux-musl
+    receiver=$PWD/dist/coveralls-finish-serve-x86_64-unknown-linux-musl
 fi
-echo "measuring $ours"
+echo "closer: $closer"
+echo "receiver: $receiver"
+old=
+if [ -n "$smoke" ]; then
+    echo "the old tiny_http receiver: not built in a smoke run"
+elif git cat-file -e "$old_receiver^{commit}" 2>/dev/null; then
+    mkdir "$work/old"
+    git archive "$old_receiver" | tar -x -C "$work/old"
+    repo=$PWD
+    (cd "$work/old" && cargo build --release --locked --quiet --target-dir "$repo/target/bench-old")
+    old=$repo/target/bench-old/release/coveralls-finish
+    echo "the old tiny_http receiver ($old_receiver): $old"
+else
+    echo "the old tiny_http receiver: commit $old_receiver is not in this clone, so not measured"
+fi
 
 echo "== peers"
 python3 -m venv "$work/venv"
@@ -42,37 +77,69 @@ python3 -m venv "$work/venv"
 echo "coveralls-python $("$work/venv/bin/coveralls" --version)"
 curl --version | head -n 1
 
-target/release/examples/fake_coveralls >"$work/fake.addr" 2>&1 &
+mkdir "$work/tls"
+target/release/examples/fake_coveralls >"$work/fake.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 50); do
-    [ -s "$work/fake.addr" ] && break
-    sleep 0.1
-done
-endpoint=$(head -n 1 "$work/fake.addr")
+target/release/examples/fake_coveralls 127.0.0.1:0 --tls "$work/tls" >"$work/fake-tls.log" 2>&1 &
+pids+=($!)
+endpoint=$(started_url "$work/fake.log")
+tls_endpoint=$(started_url "$work/fake-tls.log")
+ca=$work/tls/ca.pem
 
-echo "== closing one build against a local Coveralls at $endpoint"
 token=bench-token-0123456789
 export COVERALLS_REPO_TOKEN=$token COVERALLS_SERVICE_NUMBER=4193273239
 body='{"payload":{"build_num":"4193273239","status":"done"}}'
+echo "== closing one build against a local Coveralls over plain HTTP, at $endpoint"
 python3 bench/measure.py "$runs" \
-    "coveralls-finish=env COVERALLS_ENDPOINT=$endpoint $ours" \
+    "coveralls-finish=env COVERALLS_ENDPOINT=$endpoint $closer" \
     "coveralls --finish (python)=env COVERALLS_HOST=$endpoint $work/venv/bin/coveralls --finish" \
     "curl (documented request)=curl -sf -X POST -H 'Content-Type: application/json' -d '$body' '$endpoint/webhook?repo_token=$token'"
 
+echo "== closing one build over HTTPS, at $tls_endpoint (a private CA, trusted by each tool)"
+python3 bench/measure.py "$runs" \
+    "coveralls-finish=env COVERALLS_ENDPOINT=$tls_endpoint SSL_CERT_FILE=$ca $closer" \
+    "coveralls --finish (python)=env COVERALLS_HOST=$tls_endpoint REQUESTS_CA_BUNDLE=$ca $work/venv/bin/coveralls --finish" \
+    "curl (documented request)=curl -sf --cacert $ca -X POST -H 'Content-Type: application/json' -d '$body' '$tls_endpoint/webhook?repo_token=$token'"
+
 echo "== size"
-bytes=$(wc -c <"$ours")
-awk -v f="$ours" -v b="$bytes" 'BEGIN { printf "%s: %d bytes (%.2f MiB; the budget is 1.50 MiB)\n", f, b, b / 1048576 }'
-file "$ours" | sed 's/^[^:]*: //'
+for binary in "$closer" "$receiver"; do
+    bytes=$(wc -c <"$binary")
+    awk -v f="$binary" -v b="$bytes" 'BEGIN { printf "%s: %d bytes (%.2f MiB)\n", f, b, b / 1048576 }'
+done
+echo "(the budget: 1.75 MiB for the closer alone, the asset the GitHub Action downloads)"
+
+# A receiver in front of the plain-HTTP stand-in, its URL in $url (not in a subshell, so
+# that the cleanup knows its process).
+start_receiver() { # binary, log file
+    COVERALLS_ENDPOINT=$endpoint CIRCLECI_WEBHOOK_SECRET=bench-secret \
+        "$1" serve --listen 127.0.0.1:0 >/dev/null 2>"$2" &
+    pids+=($!)
+    url=$(started_url "$2")
+}
 
 echo "== receiver: signed workflow-completed deliveries on loopback, Coveralls answering at once"
-COVERALLS_ENDPOINT=$endpoint CIRCLECI_WEBHOOK_SECRET=bench-secret \
-    "$ours" serve --listen 127.0.0.1:0 >/dev/null 2>"$work/serve.log" &
-pids+=($!)
-for _ in $(seq 50); do
-    grep -q 'listening on' "$work/serve.log" 2>/dev/null && break
-    sleep 0.1
-done
-receiver=$(sed -n 's/.*listening on //p' "$work/serve.log")
+start_receiver "$receiver" "$work/serve.log"
+new_url=$url
+old_url=
+if [ -n "$old" ]; then
+    start_receiver "$old" "$work/serve-old.log"
+    old_url=$url
+fi
 for n in $connections; do
-    target/release/examples/receiver_load "$receiver" bench-secret "$deliveries" "$n"
+    for fresh in "" --fresh; do
+        echo "today's receiver (hyper):"
+        target/release/examples/receiver_load "$new_url" bench-secret "$deliveries" "$n" ${fresh:+"$fresh"}
+        if [ -n "$old_url" ]; then
+            echo "the old receiver (tiny_http, $old_receiver):"
+            target/release/examples/receiver_load "$old_url" bench-secret "$deliveries" "$n" ${fresh:+"$fresh"}
+        fi
+    done
 done
+
+echo "== receiver under attack: 500 idle and 64 slow-body connections held open"
+echo "(the old receiver is left out: 32 slow bodies pin all its workers, and it answers nothing)"
+idle=500 slow=64
+if [ -n "$smoke" ]; then
+    idle=50 slow=8
+fi
+target/release/examples/receiver_load "$new_url" bench-secret "$deliveries" 8 --idle "$idle" --slow "$slow"

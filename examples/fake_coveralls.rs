@@ -44,14 +44,20 @@ fn tls(dir: &str) -> Arc<rustls::ServerConfig> {
     let ca_key = rcgen::KeyPair::generate().expect("a key");
     let mut ca = rcgen::CertificateParams::new(Vec::new()).expect("CA params");
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    // Names of their own: OpenSSL (curl, Python) takes a leaf named like its CA for self-signed.
+    ca.distinguished_name = rcgen::DistinguishedName::new();
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "fake_coveralls CA");
     let ca_cert = ca.self_signed(&ca_key).expect("the CA");
     std::fs::write(format!("{dir}/ca.pem"), ca_cert.pem()).expect("writing ca.pem");
     let issuer = rcgen::Issuer::new(ca, ca_key);
     let key = rcgen::KeyPair::generate().expect("a key");
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .expect("leaf params")
-        .signed_by(&key, &issuer)
-        .expect("the leaf");
+    let mut leaf =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("leaf params");
+    leaf.distinguished_name = rcgen::DistinguishedName::new();
+    leaf.distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    let leaf = leaf.signed_by(&key, &issuer).expect("the leaf");
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -90,6 +96,8 @@ async fn main() {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        // As servers on the internet do: no Nagle delay on a response written in pieces.
+        let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let service = service_fn(answer);

@@ -21,6 +21,8 @@ const FIRST_WAIT: Duration = Duration::from_secs(1);
 const MIN_ATTEMPT: Duration = Duration::from_millis(500);
 /// Under a deadline, an attempt may take half the time left, or at least this.
 const SHARE_FLOOR: Duration = Duration::from_secs(2);
+/// Connections each agent keeps alive for later requests.
+const IDLE_CONNECTIONS: usize = 8;
 /// Bodies larger than this are not Coveralls answering.
 const MAX_ANSWER: u64 = 1 << 20;
 
@@ -131,6 +133,10 @@ pub fn agents(endpoint: &str, env: &Env, count: usize) -> Result<Vec<Agent>, Err
         .max_redirects(0)
         .user_agent(USER_AGENT)
         .accept("application/json")
+        // Enough kept-alive connections for the receiver's closes at once: a new one costs a
+        // handshake, and a thread of its own for the host's lookup.
+        .max_idle_connections(IDLE_CONNECTIONS)
+        .max_idle_connections_per_host(IDLE_CONNECTIONS)
         .proxy(proxy(env, &uri)?);
     if uri.scheme_str() == Some("https") {
         // ring rather than aws-lc: a fraction of the size, and no C toolchain to build it.

@@ -2,6 +2,10 @@ use std::process::ExitCode;
 
 use coveralls_finish::Env;
 
+#[cfg(all(feature = "serve", target_env = "musl", target_pointer_width = "64"))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = std::env::args_os().skip(1);
     let env = Env::from_process();
