@@ -21,6 +21,32 @@ enum ServiceName {
     VarOr(&'static str, Option<&'static str>),
 }
 
+/// Where a CI keeps one value.
+enum Source {
+    None,
+    /// The first of these variables that is set.
+    Var(&'static [&'static str]),
+    /// The number at the end of this variable's value (the URL of a pull request).
+    TrailingNumber(&'static str),
+    /// This variable, unless it holds this value (Travis CI says `false` for no pull request).
+    Unless(&'static str, &'static str),
+    /// `N` of `refs/pull/N/merge` in this variable (GitHub's `GITHUB_REF`).
+    PullRef(&'static str),
+    /// The run's page on GitHub: `$GITHUB_SERVER_URL/$GITHUB_REPOSITORY/actions/runs/$GITHUB_RUN_ID`.
+    GitHubRun,
+}
+
+/// Where the head commit's author, committer and message come from, beyond the variables
+/// that every CI may set (`CI_AUTHOR_NAME`, `GIT_AUTHOR_NAME`, …).
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum HeadFrom {
+    Variables,
+    /// GitHub's event payload, at `GITHUB_EVENT_PATH`.
+    GitHubEvent,
+    /// GitLab's `CI_COMMIT_AUTHOR` ("Name <email>").
+    GitLab,
+}
+
 /// One row of the table: a CI and where it keeps what the close sends.
 pub struct Ci {
     pub name: &'static str,
@@ -28,8 +54,14 @@ pub struct Ci {
     service_name: ServiceName,
     /// Where the build number is; `None` for CIs whose uploads use no build number.
     number: Option<&'static str>,
-    attempt: Option<&'static str>,
-    repo_name: Option<&'static str>,
+    attempt: Source,
+    repo_name: Source,
+    commit: Source,
+    branch: Source,
+    pull_request: Source,
+    build_url: Source,
+    job_id: Source,
+    head: HeadFrom,
 }
 
 /// The fields most rows leave empty.
@@ -38,8 +70,25 @@ const ROW: Ci = Ci {
     detect: Detect::AnySet(&[]),
     service_name: ServiceName::Fixed(""),
     number: None,
-    attempt: None,
-    repo_name: None,
+    attempt: Source::None,
+    repo_name: Source::None,
+    commit: Source::None,
+    branch: Source::None,
+    pull_request: Source::None,
+    build_url: Source::None,
+    job_id: Source::None,
+    head: HeadFrom::Variables,
+};
+
+/// What Magnum CI and any other CI that follows its `CI_*` convention set.
+const GENERIC: Ci = Ci {
+    number: Some("CI_BUILD_NUMBER"),
+    commit: Source::Var(&["CI_COMMIT", "CI_COMMIT_ID", "GIT_ID"]),
+    branch: Source::Var(&["CI_BRANCH"]),
+    pull_request: Source::TrailingNumber("CI_PULL_REQUEST"),
+    build_url: Source::Var(&["CI_BUILD_URL"]),
+    job_id: Source::Var(&["CI_JOB_ID"]),
+    ..ROW
 };
 
 /// First match wins. `CIRCLE_BUILD_NUM` is a job number, not a workflow's: using it would
@@ -50,6 +99,11 @@ const TABLE: &[Ci] = &[
         detect: Detect::AnySet(&["CIRCLECI"]),
         service_name: ServiceName::Fixed("circleci"),
         number: Some("CIRCLE_WORKFLOW_ID"),
+        commit: Source::Var(&["CIRCLE_SHA1"]),
+        branch: Source::Var(&["CIRCLE_BRANCH"]),
+        pull_request: Source::TrailingNumber("CI_PULL_REQUEST"),
+        build_url: Source::Var(&["CIRCLE_BUILD_URL"]),
+        job_id: Source::Var(&["CIRCLE_BUILD_NUM"]),
         ..ROW
     },
     Ci {
@@ -57,14 +111,26 @@ const TABLE: &[Ci] = &[
         detect: Detect::AnySet(&["GITHUB_ACTIONS"]),
         service_name: ServiceName::Fixed("github"),
         number: Some("GITHUB_RUN_ID"),
-        attempt: Some("GITHUB_RUN_ATTEMPT"),
-        repo_name: Some("GITHUB_REPOSITORY"),
+        attempt: Source::Var(&["GITHUB_RUN_ATTEMPT"]),
+        repo_name: Source::Var(&["GITHUB_REPOSITORY"]),
+        commit: Source::Var(&["GITHUB_SHA"]),
+        branch: Source::Var(&["GITHUB_HEAD_REF", "GITHUB_REF_NAME"]),
+        pull_request: Source::PullRef("GITHUB_REF"),
+        build_url: Source::GitHubRun,
+        job_id: Source::Var(&["GITHUB_JOB"]),
+        head: HeadFrom::GitHubEvent,
     },
     Ci {
         name: "GitLab CI",
         detect: Detect::AnySet(&["GITLAB_CI"]),
         service_name: ServiceName::Fixed("gitlab-ci"),
         number: Some("CI_PIPELINE_IID"),
+        commit: Source::Var(&["CI_COMMIT_SHA"]),
+        branch: Source::Var(&["CI_COMMIT_REF_NAME"]),
+        pull_request: Source::Var(&["CI_MERGE_REQUEST_IID"]),
+        build_url: Source::Var(&["CI_PIPELINE_URL"]),
+        job_id: Source::Var(&["CI_JOB_NAME"]),
+        head: HeadFrom::GitLab,
         ..ROW
     },
     Ci {
@@ -72,6 +138,11 @@ const TABLE: &[Ci] = &[
         detect: Detect::AnySet(&["TRAVIS"]),
         service_name: ServiceName::Fixed("travis-ci"),
         number: Some("TRAVIS_BUILD_NUMBER"),
+        commit: Source::Var(&["TRAVIS_COMMIT"]),
+        branch: Source::Var(&["TRAVIS_BRANCH"]),
+        pull_request: Source::Unless("TRAVIS_PULL_REQUEST", "false"),
+        build_url: Source::Var(&["TRAVIS_BUILD_WEB_URL"]),
+        job_id: Source::Var(&["TRAVIS_JOB_NUMBER"]),
         ..ROW
     },
     Ci {
@@ -79,6 +150,10 @@ const TABLE: &[Ci] = &[
         detect: Detect::AnySet(&["SEMAPHORE"]),
         service_name: ServiceName::Fixed("semaphore"),
         number: Some("SEMAPHORE_WORKFLOW_ID"),
+        commit: Source::Var(&["SEMAPHORE_GIT_SHA"]),
+        branch: Source::Var(&["SEMAPHORE_GIT_WORKING_BRANCH"]),
+        pull_request: Source::Var(&["SEMAPHORE_GIT_PR_NUMBER"]),
+        job_id: Source::Var(&["SEMAPHORE_JOB_ID"]),
         ..ROW
     },
     Ci {
@@ -86,6 +161,11 @@ const TABLE: &[Ci] = &[
         detect: Detect::AnySet(&["JENKINS_URL", "JENKINS_HOME"]),
         service_name: ServiceName::Fixed("jenkins"),
         number: Some("BUILD_NUMBER"),
+        commit: Source::Var(&["GIT_COMMIT"]),
+        branch: Source::Var(&["BRANCH_NAME", "CHANGE_BRANCH"]),
+        pull_request: Source::Var(&["CHANGE_ID"]),
+        build_url: Source::Var(&["BUILD_URL"]),
+        job_id: Source::Var(&["BUILD_ID"]),
         ..ROW
     },
     Ci {
@@ -93,21 +173,23 @@ const TABLE: &[Ci] = &[
         detect: Detect::AnySet(&["APPVEYOR"]),
         service_name: ServiceName::Fixed("appveyor"),
         number: Some("APPVEYOR_BUILD_VERSION"),
+        commit: Source::Var(&["APPVEYOR_REPO_COMMIT"]),
+        branch: Source::Var(&["APPVEYOR_REPO_BRANCH"]),
+        pull_request: Source::Var(&["APPVEYOR_PULL_REQUEST_NUMBER"]),
+        job_id: Source::Var(&["APPVEYOR_BUILD_ID"]),
         ..ROW
     },
     Ci {
         name: "Magnum CI",
         detect: Detect::Equals("MAGNUM", "true"),
         service_name: ServiceName::VarOr("CI_NAME", Some("magnum")),
-        number: Some("CI_BUILD_NUMBER"),
-        ..ROW
+        ..GENERIC
     },
     Ci {
         name: "a generic CI (CI_NAME)",
         detect: Detect::AnySet(&["CI_NAME", "CI_BUILD_NUMBER"]),
         service_name: ServiceName::VarOr("CI_NAME", None),
-        number: Some("CI_BUILD_NUMBER"),
-        ..ROW
+        ..GENERIC
     },
     // These set no build number that the reporters use: the user has to give one.
     Ci {
@@ -166,6 +248,13 @@ pub struct Detected {
     pub number: Option<(String, &'static str)>,
     pub attempt: Option<String>,
     pub repo_name: Option<String>,
+    pub commit: Option<String>,
+    pub branch: Option<String>,
+    pub pull_request: Option<String>,
+    pub build_url: Option<String>,
+    pub job_id: Option<String>,
+    /// Where else the head commit's details are to be found.
+    pub head_from: Option<HeadFrom>,
 }
 
 /// The first CI in the table whose variables are present, and what it tells.
@@ -173,23 +262,84 @@ pub fn detect(env: &Env) -> Result<Detected, Error> {
     let Some(ci) = TABLE.iter().find(|ci| ci.matches(env)) else {
         return Ok(Detected::default());
     };
-    let var = |name: Option<&'static str>| -> Result<Option<String>, Error> {
-        match name {
-            Some(name) => Ok(env.get(name)?.map(|v| v.trim().to_owned())),
-            None => Ok(None),
-        }
-    };
+    let read = |source: &Source| source.read(env);
     let service_name = match ci.service_name {
         ServiceName::Fixed(name) => Some(name.to_owned()),
-        ServiceName::VarOr(name, fixed) => var(Some(name))?.or(fixed.map(str::to_owned)),
+        ServiceName::VarOr(name, fixed) => var(env, name)?.or(fixed.map(str::to_owned)),
+    };
+    let number = match ci.number {
+        Some(name) => var(env, name)?.map(|number| (number, name)),
+        None => None,
     };
     Ok(Detected {
         ci: Some(ci),
         service_name,
-        number: var(ci.number)?.zip(ci.number),
-        attempt: var(ci.attempt)?,
-        repo_name: var(ci.repo_name)?,
+        number,
+        attempt: read(&ci.attempt)?,
+        repo_name: read(&ci.repo_name)?,
+        commit: read(&ci.commit)?,
+        branch: read(&ci.branch)?,
+        pull_request: read(&ci.pull_request)?,
+        build_url: read(&ci.build_url)?,
+        job_id: read(&ci.job_id)?,
+        head_from: Some(ci.head),
     })
+}
+
+/// A variable's value, trimmed; `None` where it is unset or blank.
+fn var(env: &Env, name: &str) -> Result<Option<String>, Error> {
+    let value = env.get(name)?.map(str::trim).filter(|v| !v.is_empty());
+    Ok(value.map(str::to_owned))
+}
+
+impl Source {
+    fn read(&self, env: &Env) -> Result<Option<String>, Error> {
+        Ok(match *self {
+            Source::None => None,
+            Source::Var(names) => {
+                let mut found = None;
+                for name in names {
+                    found = var(env, name)?;
+                    if found.is_some() {
+                        break;
+                    }
+                }
+                found
+            }
+            Source::TrailingNumber(name) => var(env, name)?.and_then(|url| trailing_number(&url)),
+            Source::Unless(name, none) => var(env, name)?.filter(|value| value != none),
+            Source::PullRef(name) => var(env, name)?.and_then(|r| pull_number(&r)),
+            Source::GitHubRun => {
+                let server = var(env, "GITHUB_SERVER_URL")?;
+                let repository = var(env, "GITHUB_REPOSITORY")?;
+                let run = var(env, "GITHUB_RUN_ID")?;
+                match (server, repository, run) {
+                    (Some(server), Some(repository), Some(run)) => Some(format!(
+                        "{}/{repository}/actions/runs/{run}",
+                        server.trim_end_matches('/')
+                    )),
+                    _ => None,
+                }
+            }
+        })
+    }
+}
+
+/// `42` of `https://github.com/octo/cat/pull/42`.
+fn trailing_number(url: &str) -> Option<String> {
+    let digits: String = url
+        .trim_end_matches('/')
+        .chars()
+        .rev()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    (!digits.is_empty()).then(|| digits.chars().rev().collect())
+}
+
+/// `42` of `refs/pull/42/merge`.
+fn pull_number(reference: &str) -> Option<String> {
+    let number = reference.strip_prefix("refs/pull/")?.split('/').next()?;
+    (!number.is_empty() && number.chars().all(|c| c.is_ascii_digit())).then(|| number.to_owned())
 }
 
 impl Detected {

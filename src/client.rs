@@ -1,14 +1,17 @@
 //! The Coveralls Parallel Build Webhook: the request, its answer, and when to try again.
 
 use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use rustls::crypto::{CryptoProvider, KeyProvider, SecureRandom, WebPkiSupportedAlgorithms};
 use serde::Serialize;
 use serde_json::Value;
 use ureq::Agent;
 use ureq::http::{StatusCode, Uri};
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
+use crate::commit::Head;
 use crate::env::Env;
 use crate::error::{Error, Kind};
 use crate::report::Reporter;
@@ -46,12 +49,19 @@ pub struct Build {
     pub repo_name: Option<String>,
     pub attempt: Option<String>,
     pub carryforward: Vec<String>,
+    pub commit: Option<String>,
+    pub branch: Option<String>,
+    pub pull_request: Option<String>,
+    pub build_url: Option<String>,
+    pub job_id: Option<String>,
+    /// The head commit's author, committer and message.
+    pub head: Head,
 }
 
-/// The JSON body: a superset of what the official reporter sends. The token travels here,
-/// never in the URL, where proxies and servers would log it.
+/// The JSON body: what the official reporter sends (each field only when known), with the
+/// token in it, never in the URL, where proxies and servers would log it.
 #[derive(Serialize)]
-pub struct Body<'a> {
+struct Body<'a> {
     repo_token: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     repo_name: Option<&'a str>,
@@ -59,9 +69,21 @@ pub struct Body<'a> {
     service_name: Option<&'a str>,
     service_number: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    service_job_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     service_attempt: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    service_branch: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_pull_request: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_build_url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    commit_sha: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     carryforward: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    git: Option<Git<'a>>,
     payload: Payload<'a>,
 }
 
@@ -71,15 +93,64 @@ struct Payload<'a> {
     status: &'static str,
 }
 
+/// What Coveralls needs, with `carryforward`, to create a build that no upload made.
+#[derive(Serialize)]
+struct Git<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    branch: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    head: Option<GitHead<'a>>,
+}
+
+#[derive(Serialize)]
+struct GitHead<'a> {
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    author_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    author_email: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    committer_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    committer_email: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+}
+
+/// The request's body for `build`, as JSON: the one form in which it is both sent and, in a
+/// dry run, shown (one serializer of it in the binary, not one a form).
+pub fn body(build: &Build, repo_token: &str) -> Value {
+    serde_json::to_value(Body::new(build, repo_token)).expect("the body serialises")
+}
+
 impl<'a> Body<'a> {
-    pub fn new(build: &'a Build, repo_token: &'a str) -> Self {
+    fn new(build: &'a Build, repo_token: &'a str) -> Self {
+        let head = build.commit.as_deref().map(|id| {
+            let head = &build.head;
+            GitHead {
+                id,
+                author_name: head.author_name.as_deref(),
+                author_email: head.author_email.as_deref(),
+                committer_name: head.committer_name.as_deref(),
+                committer_email: head.committer_email.as_deref(),
+                message: head.message.as_deref(),
+            }
+        });
+        let branch = build.branch.as_deref();
+        let git = (branch.is_some() || head.is_some()).then_some(Git { branch, head });
         Body {
             repo_token,
             repo_name: build.repo_name.as_deref(),
             service_name: build.service_name.as_deref(),
             service_number: &build.number,
+            service_job_id: build.job_id.as_deref(),
             service_attempt: build.attempt.as_deref(),
+            service_branch: branch,
+            service_pull_request: build.pull_request.as_deref(),
+            service_build_url: build.build_url.as_deref(),
+            commit_sha: build.commit.as_deref(),
             carryforward: Some(build.carryforward.join(",")).filter(|flags| !flags.is_empty()),
+            git,
             payload: Payload {
                 build_num: &build.number,
                 status: "done",
@@ -139,13 +210,113 @@ pub fn agents(endpoint: &str, env: &Env, count: usize) -> Result<Vec<Agent>, Err
         .max_idle_connections_per_host(IDLE_CONNECTIONS)
         .proxy(proxy(env, &uri)?);
     if uri.scheme_str() == Some("https") {
-        // ring rather than aws-lc: a fraction of the size, and no C toolchain to build it.
-        // An error only means a provider is installed already.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        builder = builder.tls_config(TlsConfig::builder().root_certs(root_certs()).build());
+        let tls = TlsConfig::builder()
+            .root_certs(root_certs())
+            .unversioned_rustls_crypto_provider(crypto_provider())
+            .build();
+        builder = builder.tls_config(tls);
     }
     let config = builder.build();
     Ok((0..count).map(|_| config.clone().new_agent()).collect())
+}
+
+/// ring's cryptography, as rustls' default provider for it offers, less what a client of one
+/// server does not use: ChaCha20-Poly1305 (every server that speaks TLS 1.2 or 1.3 offers
+/// AES-GCM) and loading a private key (it presents no certificate). Built here rather than
+/// trimmed from `default_provider()`, which would keep the rest referenced and in the binary;
+/// a unit test holds it to rustls' defaults.
+fn crypto_provider() -> Arc<CryptoProvider> {
+    use rustls::crypto::ring::{cipher_suite, kx_group};
+    Arc::new(CryptoProvider {
+        cipher_suites: vec![
+            cipher_suite::TLS13_AES_256_GCM_SHA384,
+            cipher_suite::TLS13_AES_128_GCM_SHA256,
+            cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        ],
+        kx_groups: vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1],
+        signature_verification_algorithms: SIGNATURE_ALGORITHMS,
+        secure_random: &SystemRandom,
+        key_provider: &NoPrivateKeys,
+    })
+}
+
+/// rustls' own table for ring (`SUPPORTED_SIG_ALGS`, private to it).
+const SIGNATURE_ALGORITHMS: WebPkiSupportedAlgorithms = {
+    use rustls::SignatureScheme as Scheme;
+    use webpki::ring as alg;
+    WebPkiSupportedAlgorithms {
+        all: &[
+            alg::ECDSA_P256_SHA256,
+            alg::ECDSA_P256_SHA384,
+            alg::ECDSA_P384_SHA256,
+            alg::ECDSA_P384_SHA384,
+            alg::ED25519,
+            alg::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+            alg::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
+            alg::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
+            alg::RSA_PKCS1_2048_8192_SHA256,
+            alg::RSA_PKCS1_2048_8192_SHA384,
+            alg::RSA_PKCS1_2048_8192_SHA512,
+            alg::RSA_PKCS1_2048_8192_SHA256_ABSENT_PARAMS,
+            alg::RSA_PKCS1_2048_8192_SHA384_ABSENT_PARAMS,
+            alg::RSA_PKCS1_2048_8192_SHA512_ABSENT_PARAMS,
+        ],
+        mapping: &[
+            (
+                Scheme::ECDSA_NISTP384_SHA384,
+                &[alg::ECDSA_P384_SHA384, alg::ECDSA_P256_SHA384],
+            ),
+            (
+                Scheme::ECDSA_NISTP256_SHA256,
+                &[alg::ECDSA_P256_SHA256, alg::ECDSA_P384_SHA256],
+            ),
+            (Scheme::ED25519, &[alg::ED25519]),
+            (
+                Scheme::RSA_PSS_SHA512,
+                &[alg::RSA_PSS_2048_8192_SHA512_LEGACY_KEY],
+            ),
+            (
+                Scheme::RSA_PSS_SHA384,
+                &[alg::RSA_PSS_2048_8192_SHA384_LEGACY_KEY],
+            ),
+            (
+                Scheme::RSA_PSS_SHA256,
+                &[alg::RSA_PSS_2048_8192_SHA256_LEGACY_KEY],
+            ),
+            (Scheme::RSA_PKCS1_SHA512, &[alg::RSA_PKCS1_2048_8192_SHA512]),
+            (Scheme::RSA_PKCS1_SHA384, &[alg::RSA_PKCS1_2048_8192_SHA384]),
+            (Scheme::RSA_PKCS1_SHA256, &[alg::RSA_PKCS1_2048_8192_SHA256]),
+        ],
+    }
+};
+
+#[derive(Debug)]
+struct SystemRandom;
+
+impl SecureRandom for SystemRandom {
+    fn fill(&self, buf: &mut [u8]) -> Result<(), rustls::crypto::GetRandomFailed> {
+        use ring::rand::SecureRandom as _;
+        ring::rand::SystemRandom::new()
+            .fill(buf)
+            .map_err(|_| rustls::crypto::GetRandomFailed)
+    }
+}
+
+#[derive(Debug)]
+struct NoPrivateKeys;
+
+impl KeyProvider for NoPrivateKeys {
+    fn load_private_key(
+        &self,
+        _: rustls::pki_types::PrivateKeyDer<'static>,
+    ) -> Result<Arc<dyn rustls::sign::SigningKey>, rustls::Error> {
+        Err(rustls::Error::General(
+            "this client presents no certificate".into(),
+        ))
+    }
 }
 
 /// The platform's roots (which `SSL_CERT_FILE` and `SSL_CERT_DIR` replace, as in OpenSSL),
@@ -214,7 +385,8 @@ pub fn close(
     ui: &mut Reporter,
 ) -> Result<Closed, Error> {
     let url = webhook_url(&service.endpoint);
-    let body = serde_json::to_vec(&Body::new(build, token)).expect("the body serialises");
+    let body = serde_json::to_vec(&body(build, token)).expect("JSON serialises");
+    let sent = Sent::new(build, token);
     let attempts = service.retries + 1;
     let remaining = || deadline.map(|d| d.saturating_duration_since(Instant::now()));
     for attempt in 1..=attempts {
@@ -226,7 +398,7 @@ pub fn close(
             None => service.timeout,
         };
         ui.debug_block(&format!("POST {url} (attempt {attempt}/{attempts})"), &[]);
-        let Failed { error, retry_after } = match send(agent, &url, &body, timeout, build, ui) {
+        let Failed { error, retry_after } = match send(agent, &url, &body, timeout, &sent, ui) {
             Ok(closed) => return Ok(closed),
             Err(failed) => failed,
         };
@@ -271,8 +443,8 @@ fn send(
     url: &str,
     body: &[u8],
     timeout: Duration,
-    build: &Build,
-    ui: &mut Reporter,
+    sent: &Sent<'_>,
+    ui: &mut Reporter<'_>,
 ) -> Result<Closed, Failed> {
     let mut response = agent
         .post(url)
@@ -287,6 +459,12 @@ fn send(
         Some(value.to_owned())
     };
     let (retry_after, location) = (header("retry-after"), header("location"));
+    // What Coveralls support asks for, to find the request in their logs.
+    let trace = match (header("cf-ray"), header("x-request-id")) {
+        (Some(ray), _) => Some(format!("cf-ray {}", one_line(&ray, 100))),
+        (None, Some(id)) => Some(format!("x-request-id {}", one_line(&id, 100))),
+        (None, None) => None,
+    };
     let status = response.status();
     let read = response
         .body_mut()
@@ -305,13 +483,14 @@ fn send(
         status,
         retry_after: retry_after.as_deref().and_then(parse_retry_after),
         location,
+        trace,
         raw,
     };
     ui.debug_block(
         &format!("answer: {}", status_line(answer.status)),
         &[&answer.raw],
     );
-    answer.judge(build)
+    answer.judge(sent)
 }
 
 fn transport_error(url: &str, err: ureq::Error) -> Failed {
@@ -354,13 +533,32 @@ struct Answer {
     status: StatusCode,
     retry_after: Option<Duration>,
     location: Option<String>,
+    /// The request's trace id, where the answer carries one.
+    trace: Option<String>,
     raw: String,
+}
+
+/// What was sent, for the hints: the build, and the kind of token (never the token).
+struct Sent<'a> {
+    build: &'a Build,
+    token: &'static str,
+}
+
+impl<'a> Sent<'a> {
+    fn new(build: &'a Build, token: &str) -> Self {
+        let github = ["ghs_", "ghp_", "gho_", "ghu_", "ghr_", "github_pat_"];
+        let token = match github.iter().any(|prefix| token.starts_with(prefix)) {
+            true => "a GitHub token (GITHUB_TOKEN)",
+            false => "a Coveralls repo token",
+        };
+        Sent { build, token }
+    }
 }
 
 impl Answer {
     /// Success is 2xx and `"done": true` and no `"error"`.
-    fn judge(self, build: &Build) -> Result<Closed, Failed> {
-        let json: Option<Value> = serde_json::from_str(&self.raw).ok();
+    fn judge(self, sent: &Sent<'_>) -> Result<Closed, Failed> {
+        let json: Option<Value> = serde_json::from_slice(self.raw.as_bytes()).ok();
         let field = |name: &str| {
             json.as_ref()
                 .and_then(|j| j.get(name))
@@ -371,10 +569,10 @@ impl Answer {
                 .or(field("message"))
                 .map(text_of)
                 .unwrap_or_else(|| summarize(&self.raw));
-            return Err(self.failure(&why, build));
+            return Err(self.failure(&why, sent));
         }
         if let Some(error) = field("error") {
-            return Err(self.refused(&text_of(error)).into());
+            return Err(self.refused(&text_of(error), sent).into());
         }
         match field("done").and_then(Value::as_bool) {
             Some(true) => Ok(Closed {
@@ -382,18 +580,19 @@ impl Answer {
                 jobs: field("jobs").and_then(Value::as_u64),
                 raw: self.raw.clone(),
             }),
-            Some(false) => Err(self
-                .refused("\"done\" is false: the build was not closed")
-                .into()),
+            Some(false) => {
+                let why = "\"done\" is false: the build was not closed";
+                Err(self.refused(why, sent).into())
+            }
             None => {
                 let why = format!("no \"done\": true in the answer: {}", summarize(&self.raw));
-                Err(self.refused(&why).into())
+                Err(self.refused(&why, sent).into())
             }
         }
     }
 
-    /// What a status other than 2xx means, and what to do about it.
-    fn failure(&self, why: &str, build: &Build) -> Failed {
+    /// What a status other than 2xx means.
+    fn failure(&self, why: &str, sent: &Sent<'_>) -> Failed {
         if self.status.is_redirection() {
             let to = self
                 .location
@@ -401,7 +600,7 @@ impl Answer {
                 .unwrap_or("nowhere (no Location header)");
             let why = format!("a redirect to {to}, which is not followed");
             return self
-                .refused(&why)
+                .error(Error::refused, &why)
                 .with_hint(
                     "point COVERALLS_ENDPOINT at the final address (redirects are not followed \
                      so the token never travels on)",
@@ -413,37 +612,75 @@ impl Answer {
                 error: self.error(Error::unavailable, why),
                 retry_after: self.retry_after,
             },
-            422 if why.contains("No build matching") => self
-                .refused(why)
-                .with_hint(format!(
-                    "sent build number {} (from {}); the parallel uploads must have sent the \
-                     same service_number, and at least one must have reached Coveralls with \
-                     parallel: true",
-                    build.number, build.number_from
-                ))
-                .into(),
-            401 | 403 | 422 => self
-                .refused(why)
-                .with_hint(
-                    "check that COVERALLS_REPO_TOKEN is this repository's Coveralls repo token \
-                     (with a GITHUB_TOKEN, the repository name must be sent: COVERALLS_REPO_NAME)",
-                )
-                .into(),
-            _ => self.refused(why).into(),
+            _ => self.refused(why, sent).into(),
         }
     }
 
-    fn refused(&self, why: &str) -> Error {
-        self.error(Error::refused, why)
+    /// A refusal, with a hint where the server's words or status say what to do.
+    fn refused(&self, why: &str, sent: &Sent<'_>) -> Error {
+        let error = self.error(Error::refused, why);
+        match hint(self.status.as_u16(), why, sent) {
+            Some(hint) => error.with_hint(hint),
+            None => error,
+        }
     }
 
     fn error(&self, kind: fn(String) -> Error, why: &str) -> Error {
+        let trace = match &self.trace {
+            Some(trace) => format!(" ({trace})"),
+            None => String::new(),
+        };
         kind(format!(
-            "Coveralls answered {}: {why}",
+            "Coveralls answered {}: {why}{trace}",
             status_line(self.status)
         ))
         .with_answer(self.raw.clone())
     }
+}
+
+/// What to do about a refusal, from the server's words and status.
+fn hint(status: u16, why: &str, sent: &Sent<'_>) -> Option<String> {
+    let (build, said) = (sent.build, why.to_ascii_lowercase());
+    if said.contains("no build matching") {
+        let create = match build.carryforward.is_empty() {
+            true => {
+                "; with carryforward flags (and the commit and branch, sent when known), \
+                 Coveralls creates the build instead, as for a monorepo whose coverage jobs \
+                 were all skipped"
+            }
+            false => "",
+        };
+        return Some(format!(
+            "sent build number {} (from {}); the parallel uploads must have sent the same \
+             service_number, and at least one must have reached Coveralls with parallel: \
+             true{create}",
+            build.number, build.number_from
+        ));
+    }
+    if said.contains("already closed") {
+        return Some(
+            "the build was closed before: a re-run of a workflow keeps its build number (and \
+             Coveralls cannot reopen a build), or a job closed it before every upload was in \
+             (a `needs:` that misses an upload job)"
+                .to_owned(),
+        );
+    }
+    let about_the_token = said.contains("couldn't find a repository")
+        || said.contains("invalid github token")
+        || matches!(status, 401 | 403 | 422);
+    about_the_token.then(|| {
+        let repo_name = match &build.repo_name {
+            Some(name) => format!("with repo_name {name}"),
+            None => "without repo_name".to_owned(),
+        };
+        format!(
+            "sent {} {repo_name}. A GITHUB_TOKEN works only with the repository's name \
+             (COVERALLS_REPO_NAME, detected on GitHub); a repo token must be this repository's, \
+             from its page on Coveralls. Pull requests from forks and from Dependabot get no \
+             secrets, so there the token set is not the one sent",
+            sent.token
+        )
+    })
 }
 
 fn status_line(status: StatusCode) -> String {
@@ -508,6 +745,31 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_crypto_provider_is_rustls_default_less_chacha_and_private_keys() {
+        let default = rustls::crypto::ring::default_provider();
+        let ours = crypto_provider();
+        assert_eq!(
+            format!("{:?}", ours.signature_verification_algorithms),
+            format!("{:?}", default.signature_verification_algorithms)
+        );
+        let names = |suites: &[rustls::SupportedCipherSuite]| -> Vec<String> {
+            suites.iter().map(|s| format!("{:?}", s.suite())).collect()
+        };
+        let expected: Vec<String> = names(&default.cipher_suites)
+            .into_iter()
+            .filter(|name| !name.contains("CHACHA20"))
+            .collect();
+        assert_eq!(names(&ours.cipher_suites), expected);
+        let groups = |p: &CryptoProvider| -> Vec<String> {
+            p.kx_groups
+                .iter()
+                .map(|g| format!("{:?}", g.name()))
+                .collect()
+        };
+        assert_eq!(groups(&ours), groups(&default));
+    }
 
     #[test]
     fn backoff_doubles_within_jitter_and_is_capped() {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::client::{self, Body, Closed};
+use crate::client::{self, Closed};
 use crate::config::{self, Config};
 use crate::env::Env;
 use crate::error::Error;
@@ -62,10 +62,7 @@ fn finish(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
         return dry_run(&config, ui);
     }
     let Some(token) = &config.token else {
-        return Err(Error::config(
-            "COVERALLS_REPO_TOKEN is not set; expected the repository's Coveralls repo token, or \
-             the GITHUB_TOKEN on GitHub Actions",
-        ));
+        return no_token(&config, ui);
     };
     let agent = client::agent(endpoint, env)?;
     let result = client::close(&agent, &config.service, build, token.expose(), None, ui);
@@ -78,7 +75,40 @@ fn finish(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
     };
     let url = closed.url.as_deref().unwrap_or("(no URL in the answer)");
     ui.result(&format!("closed build {}: {jobs}, {url}", build.number));
+    if closed.jobs == Some(0) {
+        ui.warning(&format!(
+            "Coveralls closed build {} with 0 jobs: no upload reached this build number; the \
+             uploads must send the same one (service_number) with parallel: true",
+            build.number
+        ));
+    }
     Ok(())
+}
+
+/// No token: on GitHub, a pull request from a fork or Dependabot gets none, which nobody in the
+/// pull request can fix, so it is skipped with a notice (unless COVERALLS_REQUIRE_TOKEN).
+fn no_token(config: &Config, ui: &mut Reporter<'_>) -> Result<(), Error> {
+    if config.untrusted_pull_request && !config.require_token {
+        ui.notice(
+            "skipped: no Coveralls token in a pull request from a fork (or from Dependabot), \
+             whose jobs get no secrets; COVERALLS_REQUIRE_TOKEN=true makes this a failure",
+        );
+        if let Err(err) = ui.outputs(&[("build-number", &config.build.number)]) {
+            ui.warning(&format!("{err:#}"));
+        }
+        return Ok(());
+    }
+    let mut error = Error::config(
+        "COVERALLS_REPO_TOKEN is not set; expected the repository's Coveralls repo token, or the \
+         GITHUB_TOKEN on GitHub Actions",
+    );
+    if config.untrusted_pull_request {
+        error = error.with_hint(
+            "this pull request comes from a fork or from Dependabot, whose jobs get no secrets; \
+             COVERALLS_REQUIRE_TOKEN is true, so that is a failure",
+        );
+    }
+    Err(error)
 }
 
 fn dry_run(config: &Config, ui: &mut Reporter) -> Result<(), Error> {
@@ -86,8 +116,8 @@ fn dry_run(config: &Config, ui: &mut Reporter) -> Result<(), Error> {
         Some(_) => "***",
         None => "(COVERALLS_REPO_TOKEN is not set)",
     };
-    let body = Body::new(&config.build, shown_token);
-    let json = serde_json::to_string_pretty(&body).expect("the body serialises");
+    let body = client::body(&config.build, shown_token);
+    let json = serde_json::to_string_pretty(&body).expect("JSON serialises");
     ui.result(&format!(
         "dry run: nothing is sent; the request would be\n\
          POST {}\nContent-Type: application/json\nUser-Agent: {}\n\n{json}",
@@ -157,30 +187,48 @@ fn publish(config: &Config, result: &Result<Closed, Error>, ui: &mut Reporter) {
 
 fn describe(config: &Config) -> String {
     let (build, service) = (&config.build, &config.service);
-    let or_none = |value: &Option<String>| value.clone().unwrap_or_else(|| "(none)".to_owned());
+    let head = &build.head;
     let token = match config.token {
         Some(_) => "set (redacted)",
         None => "not set",
     };
-    let carryforward = match build.carryforward.is_empty() {
-        true => "(none)".to_owned(),
-        false => build.carryforward.join(","),
-    };
-    format!(
-        "endpoint: {}\nrepo token: {token}\nbuild number: {} (from {})\nCI: {}\n\
-         service_name: {}\nrepo_name: {}\nservice_attempt: {}\ncarryforward: {carryforward}\n\
-         retries: {}\ntimeout: {:?}\nlongest run: {:?}",
-        service.endpoint,
-        build.number,
-        build.number_from,
-        config.ci.unwrap_or("none detected"),
-        or_none(&build.service_name),
-        or_none(&build.repo_name),
-        or_none(&build.attempt),
-        service.retries,
-        service.timeout,
-        longest_run(&config.service),
-    )
+    let carryforward = build.carryforward.join(",");
+    let lines: [(&str, Option<&str>); 20] = [
+        ("endpoint", Some(&service.endpoint)),
+        ("repo token", Some(token)),
+        (
+            "build number",
+            Some(&format!("{} (from {})", build.number, build.number_from)),
+        ),
+        ("CI", config.ci.or(Some("none detected"))),
+        ("service_name", build.service_name.as_deref()),
+        ("repo_name", build.repo_name.as_deref()),
+        ("service_job_id", build.job_id.as_deref()),
+        ("service_attempt", build.attempt.as_deref()),
+        ("service_branch", build.branch.as_deref()),
+        ("service_pull_request", build.pull_request.as_deref()),
+        ("service_build_url", build.build_url.as_deref()),
+        ("commit_sha", build.commit.as_deref()),
+        ("author", head.author_name.as_deref()),
+        ("author email", head.author_email.as_deref()),
+        ("committer", head.committer_name.as_deref()),
+        ("committer email", head.committer_email.as_deref()),
+        (
+            "carryforward",
+            Some(&carryforward)
+                .filter(|c| !c.is_empty())
+                .map(|c| c.as_str()),
+        ),
+        ("retries", Some(&service.retries.to_string())),
+        ("timeout", Some(&format!("{:?}", service.timeout))),
+        ("longest run", Some(&format!("{:?}", longest_run(service)))),
+    ];
+    let mut text: Vec<String> = lines
+        .iter()
+        .map(|(name, value)| format!("{name}: {}", value.unwrap_or("(none)")))
+        .collect();
+    text.extend(config.notes.iter().cloned());
+    text.join("\n")
 }
 
 /// The bound on a whole run: every attempt timing out, and the longest wait between each.

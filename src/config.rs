@@ -3,10 +3,12 @@
 
 use std::time::Duration;
 
-use crate::ci::{self, Detected};
+use crate::ci::{self, Detected, HeadFrom};
 use crate::client::{Build, Service};
+use crate::commit::{self, Head};
 use crate::env::Env;
 use crate::error::Error;
+use crate::event::{self, Event};
 use crate::settings::{Flags, Given, Key, Sources};
 
 pub const MAX_RETRIES: u32 = 20;
@@ -41,6 +43,12 @@ pub struct Config {
     /// The CI detected, if any.
     pub ci: Option<&'static str>,
     pub dry_run: bool,
+    /// Fail rather than skip a pull request that gets no token.
+    pub require_token: bool,
+    /// On GitHub, a pull request from a fork or from Dependabot: no secret reaches its jobs.
+    pub untrusted_pull_request: bool,
+    /// Where the head commit's details came from, or why there are none: for debug output.
+    pub notes: Vec<String>,
 }
 
 /// What the closer and the receiver share: where Coveralls is, how to talk to it, and the
@@ -110,25 +118,34 @@ pub fn load(env: &Env, flags: &Flags) -> Result<Config, Error> {
         service,
         carryforward,
     } = shared_from(&sources)?;
-    let dry_run = boolean(&sources, Key::DryRun)?;
     let detected = ci::detect(env)?;
-    let ci = detected.name();
+    let mut notes = Vec::new();
+    let event = match (detected.head_from, env.get("GITHUB_EVENT_PATH")?) {
+        (Some(HeadFrom::GitHubEvent), Some(path)) => event::read(path)
+            .map_err(|why| notes.push(format!("GitHub's event skipped: {why}")))
+            .ok(),
+        _ => None,
+    };
+    let mut build = build(&sources, &detected, carryforward)?;
+    build.head = head(env, &detected, &mut build, event.as_ref(), &mut notes)?;
     Ok(Config {
         token,
         service,
-        build: build(&sources, detected, carryforward)?,
-        ci,
-        dry_run,
+        build,
+        ci: detected.name(),
+        dry_run: boolean(&sources, Key::DryRun)?,
+        require_token: boolean(&sources, Key::RequireToken)?,
+        untrusted_pull_request: untrusted_pull_request(env, event.as_ref())?,
+        notes,
     })
 }
 
 /// The build the CI describes, with the user's overrides applied.
-fn build(sources: &Sources, detected: Detected, carryforward: Vec<String>) -> Result<Build, Error> {
-    let text = |key| {
-        sources
-            .given(key)
-            .map(|given| given.value.trim().to_owned())
-    };
+fn build(
+    sources: &Sources,
+    detected: &Detected,
+    carryforward: Vec<String>,
+) -> Result<Build, Error> {
     let (number, number_from) = match (sources.given(Key::BuildNumber), &detected.number) {
         (Some(given), _) => (given.value.trim().to_owned(), given.from.to_owned()),
         (None, Some((number, var))) => {
@@ -140,14 +157,73 @@ fn build(sources: &Sources, detected: Detected, carryforward: Vec<String>) -> Re
     if number.is_empty() {
         return Err(detected.missing_number());
     }
+    let or = |key, detected: &Option<String>| {
+        let given = sources
+            .given(key)
+            .map(|given| given.value.trim().to_owned());
+        given.filter(|v| !v.is_empty()).or_else(|| detected.clone())
+    };
     Ok(Build {
         number,
         number_from,
-        service_name: text(Key::ServiceName).or(detected.service_name),
-        repo_name: text(Key::RepoName).or(detected.repo_name),
-        attempt: detected.attempt,
+        service_name: or(Key::ServiceName, &detected.service_name),
+        repo_name: or(Key::RepoName, &detected.repo_name),
+        attempt: detected.attempt.clone(),
         carryforward,
+        commit: or(Key::Commit, &detected.commit),
+        branch: or(Key::Branch, &detected.branch),
+        pull_request: or(Key::PullRequest, &detected.pull_request),
+        build_url: detected.build_url.clone(),
+        job_id: or(Key::JobId, &detected.job_id),
+        head: Head::default(),
     })
+}
+
+/// The head commit's details: the CI's variables, else GitHub's event, else `git log` (which
+/// may tell the commit too, where nothing else did).
+fn head(
+    env: &Env,
+    detected: &Detected,
+    build: &mut Build,
+    event: Option<&Event>,
+    notes: &mut Vec<String>,
+) -> Result<Head, Error> {
+    let head = commit::from_variables(env, detected.head_from)?;
+    if !head.is_empty() {
+        notes.push("head commit: from the CI's variables".to_owned());
+        return Ok(head);
+    }
+    if let (Some(event), Some(commit)) = (event, &build.commit) {
+        match commit::from_github_event(event, commit) {
+            Some(head) => {
+                notes.push("head commit: from GitHub's event payload".to_owned());
+                return Ok(head);
+            }
+            None => notes.push(format!("GitHub's event is not a push of {commit}")),
+        }
+    }
+    match commit::from_git_log(build.commit.as_deref(), env) {
+        Ok((id, head)) => {
+            notes.push("head commit: from git log".to_owned());
+            build.commit.get_or_insert(id);
+            Ok(head)
+        }
+        Err(why) => {
+            notes.push(format!("head commit: no details ({why})"));
+            Ok(Head::default())
+        }
+    }
+}
+
+/// On GitHub: a pull request from a fork, or one Dependabot opened, whose jobs get no secrets.
+fn untrusted_pull_request(env: &Env, event: Option<&Event>) -> Result<bool, Error> {
+    let pull_request = matches!(
+        env.get("GITHUB_EVENT_NAME")?,
+        Some("pull_request" | "pull_request_review" | "pull_request_review_comment")
+    );
+    let repository = env.get("GITHUB_REPOSITORY")?;
+    let from_a_fork = event.is_some_and(|event| event.comes_from_a_fork(repository));
+    Ok(pull_request && (from_a_fork || env.get("GITHUB_ACTOR")? == Some("dependabot[bot]")))
 }
 
 fn debug(sources: &Sources, env: &Env) -> Result<bool, Error> {

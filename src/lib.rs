@@ -5,9 +5,11 @@
 mod ci;
 mod client;
 mod close;
+mod commit;
 mod config;
 mod env;
 mod error;
+mod event;
 mod report;
 #[cfg(feature = "serve")]
 mod serve;

@@ -124,6 +124,10 @@ impl<'a> Reporter<'a> {
         }
     }
 
+    pub fn notice(&mut self, text: &str) {
+        self.annotate("notice", text);
+    }
+
     pub fn warning(&mut self, text: &str) {
         self.annotate("warning", text);
     }

@@ -173,6 +173,52 @@ settings! {
         input: Some("repo-name"),
         help: "`repo_name` sent to Coveralls (needed with a `GITHUB_TOKEN`)",
     }
+    Commit {
+        scope: Close,
+        flag: Some("--commit"),
+        takes: Takes::Value("SHA"),
+        vars: [git_commit],
+        default: Default::None("detected from the CI"),
+        input: Some("git-commit"),
+        help: "the commit sent as `commit_sha` and `git.head.id`",
+    }
+    Branch {
+        scope: Close,
+        flag: Some("--branch"),
+        takes: Takes::Value("NAME"),
+        vars: [git_branch],
+        default: Default::None("detected from the CI"),
+        input: Some("git-branch"),
+        help: "the branch sent as `service_branch` and `git.branch`",
+    }
+    PullRequest {
+        scope: Close,
+        flag: Some("--pull-request"),
+        takes: Takes::Value("N"),
+        vars: [pull_request],
+        default: Default::None("detected from the CI"),
+        input: Some("pull-request"),
+        help: "the pull request's number, sent as `service_pull_request`",
+    }
+    JobId {
+        scope: Close,
+        flag: Some("--job-id"),
+        takes: Takes::Value("ID"),
+        vars: [service_job_id],
+        default: Default::None("detected from the CI"),
+        input: Some("job-id"),
+        help: "the job sent as `service_job_id`",
+    }
+    RequireToken {
+        scope: Close,
+        flag: Some("--require-token"),
+        takes: Takes::Bool,
+        vars: [require_token],
+        default: Default::Value("false"),
+        input: Some("require-token"),
+        help: "`true`: a pull request from a fork or Dependabot, with no token, fails rather \
+               than being skipped with a notice",
+    }
     FailOnError {
         scope: Close,
         flag: Some("--fail-on-error"),

@@ -156,7 +156,8 @@ fn close_workflow(
 ) -> Result<Verdict, Reply> {
     // Every reporter used CIRCLE_WORKFLOW_ID: the workflow's id is the build number.
     let from = format!("workflow.id of CircleCI event {}", field(&event.id, 64));
-    request(app, project, &workflow.id, from, "circleci").map(Verdict::Close)
+    request(app, project, &workflow.id, from, "circleci")
+        .map(|request| Verdict::Close(Box::new(request)))
 }
 
 /// The configured project an event belongs to; a project nobody configured is ignored, since

@@ -63,7 +63,7 @@ fn read(
     )?;
     // Reporters on Magnum CI use CI_BUILD_NUMBER: the hook's per-project `number`.
     let from = format!("number of Magnum CI project {project_id}'s build");
-    request(app, project, &number, from, "magnum").map(Verdict::Close)
+    request(app, project, &number, from, "magnum").map(|request| Verdict::Close(Box::new(request)))
 }
 
 /// The secret in the hook's query, compared in constant time.

@@ -92,7 +92,7 @@ enum Source {
 /// What a delivery asks for, once read: an answer at once, or a close first.
 enum Verdict {
     Answer(Reply),
-    Close(Request),
+    Close(Box<Request>),
 }
 
 /// A close to make: the project (its index in the settings), the build, and the key under
@@ -242,7 +242,7 @@ async fn deliver(
     };
     match verdict {
         Verdict::Answer(reply) => reply,
-        Verdict::Close(request) => close(app, request, deadline, delivery).await,
+        Verdict::Close(request) => close(app, *request, deadline, delivery).await,
     }
 }
 

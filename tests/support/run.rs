@@ -28,6 +28,7 @@ pub struct Finish {
     env: Vec<(String, String)>,
     args: Vec<String>,
     github: Option<tempfile::TempDir>,
+    dir: Option<std::path::PathBuf>,
 }
 
 pub fn finish() -> Finish {
@@ -54,8 +55,21 @@ impl Finish {
             .env("COVERALLS_SERVICE_NUMBER", "42")
     }
 
+    /// Run in this directory (by default the crate's, a git work tree).
+    pub fn current_dir(mut self, dir: &std::path::Path) -> Self {
+        self.dir = Some(dir.to_owned());
+        self
+    }
+
     pub fn arg(mut self, arg: &str) -> Self {
         self.args.push(arg.into());
+        self
+    }
+
+    pub fn args(mut self, args: &[&str]) -> Self {
+        for arg in args {
+            self = self.arg(arg);
+        }
         self
     }
 
@@ -73,6 +87,9 @@ impl Finish {
     pub fn run(self) -> Outcome {
         let mut command = binary();
         command.args(&self.args);
+        if let Some(dir) = &self.dir {
+            command.current_dir(dir);
+        }
         for (name, value) in &self.env {
             command.env(name, value);
         }

@@ -24,6 +24,8 @@ pub enum Reply {
     Slow(Duration, Box<Reply>),
     /// Serve these files by path (200), anything else 404: fake release assets.
     Files(Arc<Vec<(String, Vec<u8>)>>),
+    /// Answer as this function decides from the request: a stand-in with a rule of its own.
+    Decide(fn(&Recorded) -> Reply),
 }
 
 pub fn json(status: u16, body: &str) -> Reply {
@@ -249,6 +251,14 @@ fn serve(stream: impl Read + Write, shared: &Shared) -> Result<(), String> {
         let stream = reader.get_mut();
         let connect = request.method == "CONNECT";
         let target = request.target.clone();
+        let decided = match &shared.script[shared
+            .next
+            .load(Ordering::SeqCst)
+            .min(shared.script.len() - 1)]
+        {
+            Reply::Decide(decide) => Some(decide(&request)),
+            _ => None,
+        };
         shared.log.lock().unwrap().push(request);
         if connect {
             // Act as a proxy that tunnels to itself: the next request arrives on this stream.
@@ -258,12 +268,17 @@ fn serve(stream: impl Read + Write, shared: &Shared) -> Result<(), String> {
         }
         let n = shared.next.fetch_add(1, Ordering::SeqCst);
         let mut reply = &shared.script[n.min(shared.script.len() - 1)];
+        if let Some(decided) = &decided {
+            reply = decided;
+        }
         if let Reply::Slow(delay, then) = reply {
             thread::sleep(*delay);
             reply = then;
         }
         match reply {
-            Reply::Slow(..) => return Err("one level of Slow only".to_owned()),
+            Reply::Slow(..) | Reply::Decide(_) => {
+                return Err("one level of Slow or Decide only".to_owned());
+            }
             Reply::Stall => {
                 let started = Instant::now();
                 while !shared.stopping.load(Ordering::SeqCst)

@@ -1,0 +1,222 @@
+//! The head commit's details (author, committer, message) that a close carries in `git.head`:
+//! from the CI's variables or GitHub's event payload, with no checkout needed. Only where
+//! none of them tells anything, and only in a git work tree with git on PATH, `git log -1`.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::ci::HeadFrom;
+use crate::env::Env;
+use crate::error::Error;
+use crate::event::Event;
+
+/// How long `git log` may take before it is given up on.
+const GIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Head {
+    pub author_name: Option<String>,
+    pub author_email: Option<String>,
+    pub committer_name: Option<String>,
+    pub committer_email: Option<String>,
+    pub message: Option<String>,
+}
+
+impl Head {
+    pub fn is_empty(&self) -> bool {
+        *self == Head::default()
+    }
+}
+
+/// The variables that any CI may set, and GitLab's `CI_COMMIT_AUTHOR`.
+pub fn from_variables(env: &Env, from: Option<HeadFrom>) -> Result<Head, Error> {
+    let first = |names: &[&str]| -> Result<Option<String>, Error> {
+        for name in names {
+            if let Some(value) = env.get(name)?.map(str::trim).filter(|v| !v.is_empty()) {
+                return Ok(Some(value.to_owned()));
+            }
+        }
+        Ok(None)
+    };
+    let mut head = Head {
+        author_name: first(&["CI_AUTHOR_NAME", "GIT_AUTHOR_NAME"])?,
+        author_email: first(&["CI_AUTHOR_EMAIL", "GIT_AUTHOR_EMAIL"])?,
+        committer_name: first(&["CI_COMMITTER_NAME", "GIT_COMMITTER_NAME"])?,
+        committer_email: first(&["CI_COMMITTER_EMAIL", "GIT_COMMITTER_EMAIL"])?,
+        message: first(&["CI_COMMIT_MESSAGE", "GIT_MESSAGE"])?,
+    };
+    if from == Some(HeadFrom::GitLab) {
+        if let Some((name, email)) = first(&["CI_COMMIT_AUTHOR"])?.as_deref().and_then(person) {
+            head.author_name.get_or_insert(name);
+            head.author_email.get_or_insert(email);
+        }
+    }
+    Ok(head)
+}
+
+/// `Name <email>`.
+fn person(text: &str) -> Option<(String, String)> {
+    let (name, rest) = text.split_once('<')?;
+    let email = rest.strip_suffix('>')?;
+    Some((name.trim().to_owned(), email.trim().to_owned()))
+}
+
+/// A push's head commit in GitHub's event, where it is `commit`.
+pub fn from_github_event(event: &Event, commit: &str) -> Option<Head> {
+    if event.head_commit_id() != Some(commit) {
+        return None;
+    }
+    let (author, committer) = (
+        event.head_commit_person("author"),
+        event.head_commit_person("committer"),
+    );
+    let owned = |text: Option<&str>| text.map(str::to_owned);
+    Some(Head {
+        author_name: owned(author.name),
+        author_email: owned(author.email),
+        committer_name: owned(committer.name),
+        committer_email: owned(committer.email),
+        message: owned(event.head_commit_message()),
+    })
+}
+
+/// `git log -1` of `commit` (or of `HEAD`), with the `PATH` of `env`: the commit's id and its
+/// details, or why there are none. Never waits longer than [`GIT_TIMEOUT`].
+pub fn from_git_log(commit: Option<&str>, env: &Env) -> Result<(String, Head), String> {
+    let Some(path) = env.get("PATH").ok().flatten() else {
+        return Err("no PATH to find git on".to_owned());
+    };
+    let mut command = Command::new("git");
+    command
+        .args([
+            "log",
+            "-1",
+            "--no-show-signature",
+            "--format=%H%x00%an%x00%ae%x00%cn%x00%ce%x00%B",
+        ])
+        .arg(commit.unwrap_or("HEAD"))
+        .arg("--")
+        .env_clear()
+        .env("PATH", path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for keep in ["HOME", "SYSTEMROOT", "GIT_DIR", "GIT_WORK_TREE"] {
+        if let Some(value) = env.get(keep).ok().flatten() {
+            command.env(keep, value);
+        }
+    }
+    let output = run(command)?;
+    let fields: Vec<&str> = output.splitn(6, '\0').collect();
+    let [
+        id,
+        author_name,
+        author_email,
+        committer_name,
+        committer_email,
+        message,
+    ] = fields[..]
+    else {
+        return Err("git log printed something unexpected".to_owned());
+    };
+    let text = |value: &str| Some(value.trim().to_owned()).filter(|v| !v.is_empty());
+    let head = Head {
+        author_name: text(author_name),
+        author_email: text(author_email),
+        committer_name: text(committer_name),
+        committer_email: text(committer_email),
+        message: text(message),
+    };
+    Ok((id.trim().to_owned(), head))
+}
+
+/// Run `command` to its end within [`GIT_TIMEOUT`]; its standard output (at most 1 MiB).
+fn run(mut command: Command) -> Result<String, String> {
+    let mut child = command
+        .spawn()
+        .map_err(|err| format!("cannot run git: {err}"))?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let reading = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = (&mut stdout).take(1 << 20).read_to_end(&mut text);
+        text
+    });
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() < GIT_TIMEOUT => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(None) | Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "git log took over {GIT_TIMEOUT:?}, so it was stopped"
+                ));
+            }
+        }
+    };
+    let text = reading.join().unwrap_or_default();
+    if !status.success() {
+        return Err(format!("git log failed ({status}): not a git work tree?"));
+    }
+    String::from_utf8(text).map_err(|_| "git log printed text that is not UTF-8".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variables_then_gitlab_s_author() {
+        let env = Env::from_pairs([
+            ("GIT_AUTHOR_NAME", "Ada"),
+            ("CI_AUTHOR_EMAIL", "ada@example.com"),
+            ("CI_COMMIT_MESSAGE", "Fix it\n\nand more"),
+            ("CI_COMMIT_AUTHOR", "Grace Hopper <grace@example.com>"),
+        ]);
+        let head = from_variables(&env, Some(HeadFrom::Variables)).unwrap();
+        assert_eq!(head.author_name.as_deref(), Some("Ada"));
+        assert_eq!(head.message.as_deref(), Some("Fix it\n\nand more"));
+        assert_eq!(head.committer_name, None);
+        let env = Env::from_pairs([("CI_COMMIT_AUTHOR", "Grace Hopper <grace@example.com>")]);
+        let head = from_variables(&env, Some(HeadFrom::GitLab)).unwrap();
+        assert_eq!(head.author_name.as_deref(), Some("Grace Hopper"));
+        assert_eq!(head.author_email.as_deref(), Some("grace@example.com"));
+        assert!(
+            from_variables(&env, Some(HeadFrom::Variables))
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_push_s_head_commit_counts_only_for_its_own_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("event.json");
+        let text = r#"{"head_commit": {"id": "abc", "message": "m", "author": {"name": "A"}}}"#;
+        std::fs::write(&path, text).unwrap();
+        let event = crate::event::read(path.to_str().unwrap()).unwrap();
+        let head = from_github_event(&event, "abc").unwrap();
+        assert_eq!(
+            (head.author_name.as_deref(), head.message.as_deref()),
+            (Some("A"), Some("m"))
+        );
+        assert_eq!(head.committer_name, None);
+        assert!(from_github_event(&event, "def").is_none());
+    }
+
+    #[test]
+    fn no_path_means_no_git() {
+        let err = from_git_log(None, &Env::default()).unwrap_err();
+        assert!(err.contains("no PATH"), "{err}");
+        let env = Env::from_pairs([("PATH", "/nonexistent")]);
+        assert!(
+            from_git_log(None, &env)
+                .unwrap_err()
+                .contains("cannot run git")
+        );
+    }
+}
