@@ -43,7 +43,7 @@ pub enum HeadFrom {
     Variables,
     /// GitHub's event payload, at `GITHUB_EVENT_PATH`.
     GitHubEvent,
-    /// GitLab's `CI_COMMIT_AUTHOR` ("Name <email>").
+    /// GitLab's `CI_COMMIT_AUTHOR` (`Name <email>`).
     GitLab,
 }
 

@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
-use crate::client::{self, Closed};
+use crate::checks::{self, Figures};
+use crate::client::{self, Build, Closed};
 use crate::config::{self, Config};
 use crate::env::Env;
-use crate::error::Error;
+use crate::error::{Error, Kind};
 use crate::report::{Reporter, cell};
 use crate::settings::Flags;
 
@@ -27,7 +28,8 @@ pub fn run(flags: Result<Flags, Error>, env: &Env, ui: &mut Reporter) -> u8 {
     });
     match result {
         Ok(()) => 0,
-        Err(error) if !early.fail_on_error => {
+        // A check the user asked for is not softened: its point is the red run.
+        Err(error) if !early.fail_on_error && error.kind() != Kind::Check => {
             ui.warning(&format!(
                 "{error}\nCOVERALLS_FAIL_ON_ERROR is false, so this step succeeds anyway"
             ));
@@ -65,16 +67,40 @@ fn finish(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
         return no_token(&config, ui);
     };
     let agent = client::agent(endpoint, env)?;
-    let result = client::close(&agent, &config.service, build, token.expose(), None, ui);
-    publish(&config, &result, ui);
-    let closed = result?;
+    let closed = match client::close(&agent, &config.service, build, token.expose(), None, ui) {
+        Ok(closed) => closed,
+        Err(error) => {
+            publish(&config, Err(&error), ui);
+            return Err(error);
+        }
+    };
+    let waited = checks::wait(&agent, &closed, &config.checks, &config.service, ui);
+    let figures = waited.as_ref().ok().copied().flatten();
+    let verdict = checks::verdict(&closed, figures, &config.checks);
+    publish(&config, Ok((&closed, figures, verdict.is_ok())), ui);
+    say_closed(build, &closed, figures, ui);
+    if let (Err(_), Err(missing)) = (&verdict, &waited) {
+        ui.warning(&missing.to_string());
+    }
+    verdict?;
+    waited.map(drop)
+}
+
+/// The result line, and a warning for a build closed empty.
+fn say_closed(build: &Build, closed: &Closed, figures: Option<Figures>, ui: &mut Reporter<'_>) {
     let jobs = match closed.jobs {
         Some(1) => "1 job".to_owned(),
         Some(n) => format!("{n} jobs"),
         None => "an unknown number of jobs".to_owned(),
     };
+    let coverage = figures
+        .map(|f| format!(", {}", f.describe()))
+        .unwrap_or_default();
     let url = closed.url.as_deref().unwrap_or("(no URL in the answer)");
-    ui.result(&format!("closed build {}: {jobs}, {url}", build.number));
+    ui.result(&format!(
+        "closed build {}: {jobs}{coverage}, {url}",
+        build.number
+    ));
     if closed.jobs == Some(0) {
         ui.warning(&format!(
             "Coveralls closed build {} with 0 jobs: no upload reached this build number; the \
@@ -82,7 +108,6 @@ fn finish(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
             build.number
         ));
     }
-    Ok(())
 }
 
 /// No token: on GitHub, a pull request from a fork or Dependabot gets none, which nobody in the
@@ -124,6 +149,9 @@ fn dry_run(config: &Config, ui: &mut Reporter) -> Result<(), Error> {
         client::webhook_url(&config.service.endpoint),
         client::USER_AGENT
     ));
+    if let Some(checks) = config.checks.describe() {
+        ui.result(&format!("after the close it would {checks}"));
+    }
     if config.token.is_none() {
         ui.warning("COVERALLS_REPO_TOKEN is not set: a real run would stop here (exit 2)");
     }
@@ -133,56 +161,100 @@ fn dry_run(config: &Config, ui: &mut Reporter) -> Result<(), Error> {
     Ok(())
 }
 
+/// What the close came to, for the step outputs and summary: closed (with the coverage, if
+/// it was waited for, and whether the checks passed), or not.
+type Outcome<'a> = Result<(&'a Closed, Option<Figures>, bool), &'a Error>;
+
 /// Step outputs and summary on GitHub Actions, for success and failure alike.
-fn publish(config: &Config, result: &Result<Closed, Error>, ui: &mut Reporter) {
+fn publish(config: &Config, outcome: Outcome<'_>, ui: &mut Reporter<'_>) {
     let build = &config.build;
-    let number = format!("`{}` ({})", cell(&build.number), cell(&build.number_from));
-    let flags = if build.carryforward.is_empty() {
-        "none".to_owned()
-    } else {
-        let quoted: Vec<String> = build
-            .carryforward
-            .iter()
-            .map(|f| format!("`{}`", cell(f)))
-            .collect();
-        quoted.join(", ")
-    };
-    let number_output = ("build-number", build.number.clone());
-    let (outputs, summary) = match result {
-        Ok(closed) => {
+    let mut rows = vec![(
+        "Build number",
+        format!("`{}` ({})", cell(&build.number), cell(&build.number_from)),
+    )];
+    let mut outputs = Vec::new();
+    let number = ("build-number", build.number.clone());
+    let title = match outcome {
+        Ok((closed, figures, passed)) => {
+            closed_rows(config, closed, figures, &mut rows);
             let jobs = closed.jobs.map(|j| j.to_string()).unwrap_or_default();
-            let url = closed.url.clone().unwrap_or_default();
-            let summary = format!(
-                "### ✅ Coveralls build closed\n\n| | |\n| --- | --- |\n\
-                 | Build number | {number} |\n| Jobs | {} |\n| Carryforward flags | {flags} |\n\
-                 | Build | {} |\n\n",
-                cell(&jobs),
-                cell(&url)
-            );
-            let raw = ("coveralls-api-result", closed.raw.clone());
-            (
-                vec![("url", url), ("jobs", jobs), number_output, raw],
-                summary,
-            )
+            outputs.push(("url", closed.url.clone().unwrap_or_default()));
+            outputs.push(("jobs", jobs));
+            if let Some(figures) = figures {
+                outputs.push(("coverage", format!("{:.2}", figures.percent)));
+                let change = figures.change.map(|c| format!("{c:.2}"));
+                outputs.push(("coverage-change", change.unwrap_or_default()));
+            }
+            outputs.push(number);
+            outputs.push(("coveralls-api-result", closed.raw.clone()));
+            match passed {
+                true => "✅ Coveralls build closed",
+                false => "❌ Coveralls build closed, but a check failed",
+            }
         }
         Err(error) => {
-            let summary = format!(
-                "### ❌ Coveralls build not closed\n\n| | |\n| --- | --- |\n\
-                 | Build number | {number} |\n| Carryforward flags | {flags} |\n| Error | {} |\n\n",
-                cell(&error.to_string())
-            );
-            let raw = error
-                .answer()
-                .map(|a| ("coveralls-api-result", a.to_owned()));
-            (std::iter::once(number_output).chain(raw).collect(), summary)
+            rows.push(("Carryforward flags", flags(build)));
+            rows.push(("Error", cell(&error.to_string())));
+            outputs.push(number);
+            if let Some(answer) = error.answer() {
+                outputs.push(("coveralls-api-result", answer.to_owned()));
+            }
+            "❌ Coveralls build not closed"
         }
     };
+    let mut summary = format!("### {title}\n\n| | |\n| --- | --- |\n");
+    for (name, value) in rows {
+        summary += &format!("| {name} | {value} |\n");
+    }
+    summary += "\n";
     let outputs: Vec<(&str, &str)> = outputs.iter().map(|(k, v)| (*k, v.as_str())).collect();
     for written in [ui.outputs(&outputs), ui.summary(&summary)] {
         if let Err(err) = written {
             ui.warning(&format!("{err:#}"));
         }
     }
+}
+
+/// The summary's rows for a closed build.
+fn closed_rows(
+    config: &Config,
+    closed: &Closed,
+    figures: Option<Figures>,
+    rows: &mut Vec<(&'static str, String)>,
+) {
+    let checks = &config.checks;
+    let jobs = closed.jobs.map(|j| j.to_string()).unwrap_or_default();
+    let jobs = match checks.expected_jobs {
+        Some(expected) => format!("{jobs} ({expected} expected)"),
+        None => jobs,
+    };
+    rows.push(("Jobs", cell(&jobs)));
+    if let Some(figures) = figures {
+        rows.push(("Coverage", figures.describe()));
+    }
+    if let Some(threshold) = checks.fail_under {
+        let met = match figures {
+            Some(figures) if figures.percent >= threshold => "met",
+            Some(_) => "missed",
+            None => "not known in time",
+        };
+        rows.push(("Fail under", format!("{threshold}% ({met})")));
+    }
+    rows.push(("Carryforward flags", flags(&config.build)));
+    rows.push(("Build", cell(closed.url.as_deref().unwrap_or_default())));
+}
+
+/// The carryforward flags for the summary.
+fn flags(build: &Build) -> String {
+    if build.carryforward.is_empty() {
+        return "none".to_owned();
+    }
+    let quoted: Vec<String> = build
+        .carryforward
+        .iter()
+        .map(|f| format!("`{}`", cell(f)))
+        .collect();
+    quoted.join(", ")
 }
 
 fn describe(config: &Config) -> String {

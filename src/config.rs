@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::checks::{self, Checks};
 use crate::ci::{self, Detected, HeadFrom};
 use crate::client::{Build, Service};
 use crate::commit::{self, Head};
@@ -13,6 +14,7 @@ use crate::settings::{Flags, Given, Key, Sources};
 
 pub const MAX_RETRIES: u32 = 20;
 pub const MAX_TIMEOUT_SECS: f64 = 600.0;
+const MAX_WAIT_SECS: f64 = 600.0;
 
 /// A secret (a token): never printed, not even by `{:?}`.
 #[derive(Clone)]
@@ -49,6 +51,8 @@ pub struct Config {
     pub untrusted_pull_request: bool,
     /// Where the head commit's details came from, or why there are none: for debug output.
     pub notes: Vec<String>,
+    /// What to learn, and check, after the close.
+    pub checks: Checks,
 }
 
 /// What the closer and the receiver share: where Coveralls is, how to talk to it, and the
@@ -137,7 +141,57 @@ pub fn load(env: &Env, flags: &Flags) -> Result<Config, Error> {
         require_token: boolean(&sources, Key::RequireToken)?,
         untrusted_pull_request: untrusted_pull_request(env, event.as_ref())?,
         notes,
+        checks: checks(&sources)?,
     })
+}
+
+/// What to check after the close. A threshold without a wait waits as long as it takes to
+/// know the figure, within reason.
+fn checks(sources: &Sources) -> Result<Checks, Error> {
+    let expected_jobs = match sources.given(Key::ExpectedJobs) {
+        Some(given) => Some(whole_number(&given, 1, u64::from(u32::MAX))?),
+        None => None,
+    };
+    let fail_under = match sources.given(Key::FailUnder) {
+        Some(given) => Some(number(&given, 0.0, 100.0, "a percentage from 0 to 100")?),
+        None => None,
+    };
+    let wait = sources.get(Key::Wait).expect("a default");
+    let secs = number(
+        &wait,
+        0.0,
+        MAX_WAIT_SECS,
+        "a number of seconds from 0 to 600",
+    )?;
+    let wait = match (secs, fail_under) {
+        (0.0, Some(_)) => checks::WAIT_FOR_FAIL_UNDER,
+        _ => Duration::from_secs_f64(secs),
+    };
+    Ok(Checks {
+        expected_jobs,
+        wait,
+        fail_under,
+    })
+}
+
+fn whole_number(given: &Given, min: u64, max: u64) -> Result<u64, Error> {
+    match given.value.trim().parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(Error::config(format!(
+            "{} is {:?}; expected a whole number from {min} to {max}",
+            given.from, given.value
+        ))),
+    }
+}
+
+fn number(given: &Given, min: f64, max: f64, expected: &str) -> Result<f64, Error> {
+    match given.value.trim().parse::<f64>() {
+        Ok(n) if n >= min && n <= max => Ok(n),
+        _ => Err(Error::config(format!(
+            "{} is {:?}; expected {expected}",
+            given.from, given.value
+        ))),
+    }
 }
 
 /// The build the CI describes, with the user's overrides applied.
@@ -278,13 +332,8 @@ pub fn split_flags(value: &str) -> Vec<String> {
 }
 
 fn parse_retries(given: &Given) -> Result<u32, Error> {
-    match given.value.trim().parse::<u32>() {
-        Ok(n) if n <= MAX_RETRIES => Ok(n),
-        _ => Err(Error::config(format!(
-            "{} is {:?}; expected a whole number from 0 to {MAX_RETRIES}",
-            given.from, given.value
-        ))),
-    }
+    let retries = whole_number(given, 0, u64::from(MAX_RETRIES))?;
+    Ok(u32::try_from(retries).expect("at most MAX_RETRIES"))
 }
 
 fn parse_timeout(given: &Given) -> Result<Duration, Error> {

@@ -21,6 +21,9 @@ pub enum Kind {
     Unavailable,
     /// Exit 1: a deadline came before Coveralls answered.
     OutOfTime,
+    /// Exit 3: a check the user asked for failed (expected jobs, fail-under); the build was
+    /// closed. Never softened by `COVERALLS_FAIL_ON_ERROR=false`.
+    Check,
 }
 
 impl Error {
@@ -30,6 +33,11 @@ impl Error {
 
     pub fn refused(message: impl Into<String>) -> Self {
         Error::new(Kind::Refused, message.into())
+    }
+
+    /// A check the user asked for did not pass.
+    pub fn check(message: impl Into<String>) -> Self {
+        Error::new(Kind::Check, message.into())
     }
 
     /// A failure that another attempt may get past.
@@ -87,6 +95,7 @@ impl Error {
         match self.kind {
             Kind::Config => 2,
             Kind::Refused | Kind::Unavailable | Kind::OutOfTime => 1,
+            Kind::Check => 3,
         }
     }
 }

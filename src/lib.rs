@@ -2,6 +2,7 @@
 //! Parallel Build Webhook, retry what may pass, and report the result. `serve` receives CI
 //! webhooks and closes builds from them. See ARCHITECTURE.md for the map of the modules.
 
+mod checks;
 mod ci;
 mod client;
 mod close;

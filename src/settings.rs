@@ -219,6 +219,34 @@ settings! {
         help: "`true`: a pull request from a fork or Dependabot, with no token, fails rather \
                than being skipped with a notice",
     }
+    ExpectedJobs {
+        scope: Close,
+        flag: Some("--expected-jobs"),
+        takes: Takes::Value("N"),
+        vars: [expected_jobs],
+        default: Default::None("no check"),
+        input: Some("expected-jobs"),
+        help: "fail (exit 3) when the closed build has fewer jobs than this",
+    }
+    Wait {
+        scope: Close,
+        flag: Some("--wait"),
+        takes: Takes::Value("SECS"),
+        vars: [wait],
+        default: Default::Value("0"),
+        input: Some("wait"),
+        help: "seconds to wait, after the close, for the build's coverage (at most 600; 0: do \
+               not wait; 120 with `--fail-under`)",
+    }
+    FailUnder {
+        scope: Close,
+        flag: Some("--fail-under"),
+        takes: Takes::Value("PERCENT"),
+        vars: [fail_under],
+        default: Default::None("no check"),
+        input: Some("fail-under"),
+        help: "fail (exit 3) when the build's coverage is below this percentage",
+    }
     FailOnError {
         scope: Close,
         flag: Some("--fail-on-error"),
@@ -474,7 +502,8 @@ pub fn help(scope: Scope) -> String {
             "The repo token is read from COVERALLS_REPO_TOKEN only (a Coveralls repo token, or a\n\
              GitHub Actions GITHUB_TOKEN): never from a flag, where process listings would show it.\n\n\
              Exit codes: 0 closed (or a failure softened by COVERALLS_FAIL_ON_ERROR=false),\n\
-             1 the close failed, 2 configuration error.\n"
+             1 the close failed, 2 configuration error, 3 a check asked for failed\n\
+             (--expected-jobs, --fail-under; never softened).\n"
         }
     };
     text

@@ -338,11 +338,20 @@ fn answer(
     match result {
         Ok(closed) => {
             let jobs = closed.jobs.map_or("?".into(), |j| j.to_string());
-            let body = json!({
+            let mut body = json!({
                 "closed": true, "project": project.name, "build_num": number,
                 "url": closed.url, "jobs": closed.jobs,
             });
-            (Reply::new(200, body), true, format!("closed: {jobs} jobs"))
+            let mut outcome = format!("closed: {jobs} jobs");
+            // Fewer jobs than the project expects: said, but answered 200, since a redelivery
+            // cannot reopen the build.
+            if let Some(expected) = project.expected_jobs {
+                body["expected_jobs"] = json!(expected);
+                if closed.jobs.is_none_or(|jobs| jobs < expected) {
+                    outcome = format!("closed with too few jobs: {jobs} of {expected} expected");
+                }
+            }
+            (Reply::new(200, body), true, outcome)
         }
         Err(error) => {
             let message = ui.redact(&error.to_string());
@@ -352,7 +361,7 @@ fn answer(
             });
             let (status, remember) = match error.kind() {
                 // A later delivery cannot change a refusal: answer 200 so CircleCI stops.
-                Kind::Refused | Kind::Config => (200, true),
+                Kind::Refused | Kind::Config | Kind::Check => (200, true),
                 // Ask for the delivery again, and let it try afresh.
                 Kind::Unavailable => (502, false),
                 Kind::OutOfTime => (503, false),

@@ -45,6 +45,8 @@ pub struct Project {
     /// A job whose `job-completed` closes the build, before the workflow completes.
     pub final_job: Option<String>,
     pub service_name: Option<String>,
+    /// Fewer jobs than this in a closed build are logged as such.
+    pub expected_jobs: Option<u64>,
     /// Agents the project's closes take turns on.
     pub agents: Vec<Agent>,
 }
@@ -76,6 +78,7 @@ struct Entry {
     final_job: Option<String>,
     service_name: Option<String>,
     endpoint: Option<String>,
+    expected_jobs: Option<u64>,
 }
 
 /// An id written as a number or as text.
@@ -189,6 +192,9 @@ impl Project {
         if !self.carryforward.is_empty() {
             parts.push(format!("carryforward {}", self.carryforward.join(",")));
         }
+        if let Some(jobs) = self.expected_jobs {
+            parts.push(format!("{jobs} jobs expected"));
+        }
         parts.join(", ")
     }
 }
@@ -215,6 +221,7 @@ fn from_env(shared: &config::Shared, env: &Env) -> Result<Project, Error> {
         statuses: Vec::new(),
         final_job: None,
         service_name: None,
+        expected_jobs: None,
     })
 }
 
@@ -234,14 +241,10 @@ fn from_file(path: &Path, env: &Env, shared: &Service) -> Result<Vec<Project>, E
         .map_err(|err| Error::config(format!("{shown}: cannot read it: {err}")))?;
     let file: File =
         basic_toml::from_str(&text).map_err(|err| Error::config(format!("{shown}: {err}")))?;
-    let mut service = shared.clone();
-    if let Some(endpoint) = &file.endpoint {
-        let given = Given {
-            value: endpoint,
-            from: "endpoint",
-        };
-        service.endpoint = config::parse_endpoint(&given).map_err(|err| err.context(&shown))?;
-    }
+    let service = match &file.endpoint {
+        Some(endpoint) => with_endpoint(shared, endpoint).map_err(|err| err.context(&shown))?,
+        None => shared.clone(),
+    };
     if file.project.is_empty() {
         return Err(Error::config(format!(
             "{shown}: no [[project]] tables; expected at least one"
@@ -278,38 +281,13 @@ fn project(
         return Err(at("name", "another project has this name"));
     }
     let magnum_project_id = entry.magnum_project_id.as_ref().map(Id::text);
-    let keys = [
-        (
-            "circleci_slug",
-            entry.circleci_slug.as_deref().map(normalize_slug),
-        ),
-        ("circleci_project_id", entry.circleci_project_id.clone()),
-        ("magnum_project_id", magnum_project_id.clone()),
-    ];
-    if keys.iter().all(|(_, v)| v.is_none()) {
-        return Err(at(
-            "circleci_slug",
-            "set circleci_slug, circleci_project_id or magnum_project_id, so events can find \
-             this project",
-        ));
-    }
-    for (key, value) in &keys {
-        if let Some(value) = value {
-            if !seen.insert(format!("{key} {value}")) {
-                let what = format!("{value:?} belongs to another project already");
-                return Err(at(key, &what));
-            }
+    claim_ids(&entry, magnum_project_id.as_deref(), seen, at)?;
+    let service = match &entry.endpoint {
+        Some(endpoint) => {
+            with_endpoint(service, endpoint).map_err(|e| at("endpoint", e.message()))?
         }
-    }
-    let mut service = service.clone();
-    if let Some(endpoint) = &entry.endpoint {
-        let given = Given {
-            value: endpoint,
-            from: "endpoint",
-        };
-        service.endpoint =
-            config::parse_endpoint(&given).map_err(|e| at("endpoint", e.message()))?;
-    }
+        None => service.clone(),
+    };
     Ok(Project {
         agents: client::agents(&service.endpoint, env, AGENTS)?,
         token: token(&entry, env, at)?,
@@ -324,6 +302,52 @@ fn project(
         statuses: entry.statuses,
         final_job: entry.final_job,
         service_name: entry.service_name,
+        expected_jobs: entry.expected_jobs,
+    })
+}
+
+/// The ids that lead events to a project: at least one, and none another project's.
+fn claim_ids(
+    entry: &Entry,
+    magnum_project_id: Option<&str>,
+    seen: &mut HashSet<String>,
+    at: &dyn Fn(&str, &str) -> Error,
+) -> Result<(), Error> {
+    let ids = [
+        (
+            "circleci_slug",
+            entry.circleci_slug.as_deref().map(normalize_slug),
+        ),
+        ("circleci_project_id", entry.circleci_project_id.clone()),
+        ("magnum_project_id", magnum_project_id.map(str::to_owned)),
+    ];
+    if ids.iter().all(|(_, v)| v.is_none()) {
+        return Err(at(
+            "circleci_slug",
+            "set circleci_slug, circleci_project_id or magnum_project_id, so events can find \
+             this project",
+        ));
+    }
+    for (key, value) in &ids {
+        if let Some(value) = value {
+            if !seen.insert(format!("{key} {value}")) {
+                let what = format!("{value:?} belongs to another project already");
+                return Err(at(key, &what));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `service` at the endpoint a projects file names.
+fn with_endpoint(service: &Service, endpoint: &str) -> Result<Service, Error> {
+    let given = Given {
+        value: endpoint,
+        from: "endpoint",
+    };
+    Ok(Service {
+        endpoint: config::parse_endpoint(&given)?,
+        ..service.clone()
     })
 }
 
