@@ -102,9 +102,15 @@ fn say_closed(build: &Build, closed: &Closed, figures: Option<Figures>, ui: &mut
         build.number
     ));
     if closed.jobs == Some(0) {
+        let why = match build.carryforward.is_empty() {
+            true => "the uploads must send the same one (service_number) with parallel: true",
+            false => {
+                "its coverage is the carried-forward flags' alone (as intended where every \
+                      coverage job was skipped)"
+            }
+        };
         ui.warning(&format!(
-            "Coveralls closed build {} with 0 jobs: no upload reached this build number; the \
-             uploads must send the same one (service_number) with parallel: true",
+            "Coveralls closed build {} with 0 jobs: no upload reached this build number; {why}",
             build.number
         ));
     }

@@ -86,7 +86,8 @@ impl<'a> Reporter<'a> {
             // On GitHub one stream keeps workflow commands and log lines in order.
             &mut *self.out
         };
-        let _ = writeln!(stream, "{text}");
+        // One write a line: one system call, and never half a line beside another's.
+        let _ = stream.write_all(format!("{text}\n").as_bytes());
     }
 
     /// The result: standard output.
