@@ -271,13 +271,16 @@ fn describe(config: &Config) -> String {
         None => "not set",
     };
     let carryforward = build.carryforward.join(",");
+    let number = format!("{} (from {})", build.number, build.number_from);
+    let (retries, timeout) = (
+        service.retries.to_string(),
+        format!("{:?}", service.timeout),
+    );
+    let longest = format!("{:?}", longest_run(service));
     let lines: [(&str, Option<&str>); 20] = [
         ("endpoint", Some(&service.endpoint)),
         ("repo token", Some(token)),
-        (
-            "build number",
-            Some(&format!("{} (from {})", build.number, build.number_from)),
-        ),
+        ("build number", Some(&number)),
         ("CI", config.ci.or(Some("none detected"))),
         ("service_name", build.service_name.as_deref()),
         ("repo_name", build.repo_name.as_deref()),
@@ -297,9 +300,9 @@ fn describe(config: &Config) -> String {
                 .filter(|c| !c.is_empty())
                 .map(|c| c.as_str()),
         ),
-        ("retries", Some(&service.retries.to_string())),
-        ("timeout", Some(&format!("{:?}", service.timeout))),
-        ("longest run", Some(&format!("{:?}", longest_run(service)))),
+        ("retries", Some(&retries)),
+        ("timeout", Some(&timeout)),
+        ("longest run", Some(&longest)),
     ];
     let mut text: Vec<String> = lines
         .iter()
