@@ -357,8 +357,11 @@ fn sigterm_answers_every_delivery_already_accepted() {
 fn hundreds_of_deliveries_while_coveralls_stalls_are_answered_in_time() {
     let coveralls = Server::start(vec![Reply::Stall]);
     let receiver = Receiver::in_front_of(&coveralls, &[]);
+    // Under Wine, starting 300 connections at once takes the test itself over a second, which
+    // the clock below would count against the receiver: fewer there.
+    let deliveries = if support::under_wine() { 100 } else { 300 };
     let answers: Vec<(u16, Duration)> = thread::scope(|scope| {
-        let deliveries: Vec<_> = (0..300)
+        let deliveries: Vec<_> = (0..deliveries)
             .map(|i| {
                 let receiver = &receiver;
                 scope.spawn(move || {
@@ -371,6 +374,10 @@ fn hundreds_of_deliveries_while_coveralls_stalls_are_answered_in_time() {
             .collect();
         deliveries.into_iter().map(|d| d.join().unwrap()).collect()
     });
+    let slowest = answers.iter().map(|(_, took)| *took).max().unwrap();
+    println!(
+        "{deliveries} deliveries while Coveralls stalls: the slowest answered after {slowest:?}"
+    );
     for (status, took) in &answers {
         assert_eq!(*status, 503);
         assert!(*took < Duration::from_secs(10), "answered after {took:?}");
