@@ -87,6 +87,13 @@ pub fn from_git_log(commit: Option<&str>, env: &Env) -> Result<(String, Head), S
     let Some(path) = env.get("PATH").ok().flatten() else {
         return Err("no PATH to find git on".to_owned());
     };
+    // Looked for first, so that a finishing job without a checkout starts no process.
+    if !in_a_work_tree(env) {
+        return Err("not in a git work tree".to_owned());
+    }
+    if !on_path(path, "git") {
+        return Err("no git on PATH".to_owned());
+    }
     let mut command = Command::new("git");
     command
         .args([
@@ -129,6 +136,24 @@ pub fn from_git_log(commit: Option<&str>, env: &Env) -> Result<(String, Head), S
         message: text(message),
     };
     Ok((id.trim().to_owned(), head))
+}
+
+/// Whether the working directory is in a git work tree: `GIT_DIR` is set, or it or a
+/// directory above it holds `.git`.
+fn in_a_work_tree(env: &Env) -> bool {
+    if env.is_set("GIT_DIR") {
+        return true;
+    }
+    let Ok(dir) = std::env::current_dir() else {
+        return false;
+    };
+    dir.ancestors().any(|dir| dir.join(".git").exists())
+}
+
+/// Whether `program` is a file in one of `path`'s directories.
+fn on_path(path: &str, program: &str) -> bool {
+    let names = [program.to_owned(), format!("{program}.exe")];
+    std::env::split_paths(path).any(|dir| names.iter().any(|name| dir.join(name).is_file()))
 }
 
 /// Run `command` to its end within [`GIT_TIMEOUT`]; its standard output (at most 1 MiB).
@@ -209,14 +234,16 @@ mod tests {
     }
 
     #[test]
-    fn no_path_means_no_git() {
+    fn no_path_no_work_tree_or_no_git_means_no_process() {
         let err = from_git_log(None, &Env::default()).unwrap_err();
         assert!(err.contains("no PATH"), "{err}");
+        // The tests run in the crate's directory, a git work tree.
         let env = Env::from_pairs([("PATH", "/nonexistent")]);
         assert!(
             from_git_log(None, &env)
                 .unwrap_err()
-                .contains("cannot run git")
+                .contains("no git on PATH")
         );
+        assert!(!on_path("/nonexistent", "git"));
     }
 }
