@@ -50,7 +50,8 @@ impl App {
         });
         let outcome: String = outcome.chars().take(MAX_FIELD).collect();
         self.log_line(&format!(
-            "{method} {path} event={} id={} project={} build={} status={} outcome={outcome:?} ms={:.1}",
+            "{} {path} event={} id={} project={} build={} status={} outcome={outcome:?} ms={:.1}",
+            field(method.as_str(), 32),
             value(&delivery.event),
             value(&delivery.id),
             value(&delivery.project),
