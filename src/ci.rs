@@ -288,24 +288,14 @@ pub fn detect(env: &Env) -> Result<Detected, Error> {
 
 /// A variable's value, trimmed; `None` where it is unset or blank.
 fn var(env: &Env, name: &str) -> Result<Option<String>, Error> {
-    let value = env.get(name)?.map(str::trim).filter(|v| !v.is_empty());
-    Ok(value.map(str::to_owned))
+    env.first_text(&[name])
 }
 
 impl Source {
     fn read(&self, env: &Env) -> Result<Option<String>, Error> {
         Ok(match *self {
             Source::None => None,
-            Source::Var(names) => {
-                let mut found = None;
-                for name in names {
-                    found = var(env, name)?;
-                    if found.is_some() {
-                        break;
-                    }
-                }
-                found
-            }
+            Source::Var(names) => env.first_text(names)?,
             Source::TrailingNumber(name) => var(env, name)?.and_then(|url| trailing_number(&url)),
             Source::Unless(name, none) => var(env, name)?.filter(|value| value != none),
             Source::PullRef(name) => var(env, name)?.and_then(|r| pull_number(&r)),

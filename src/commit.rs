@@ -31,14 +31,7 @@ impl Head {
 
 /// The variables that any CI may set, and GitLab's `CI_COMMIT_AUTHOR`.
 pub fn from_variables(env: &Env, from: Option<HeadFrom>) -> Result<Head, Error> {
-    let first = |names: &[&str]| -> Result<Option<String>, Error> {
-        for name in names {
-            if let Some(value) = env.get(name)?.map(str::trim).filter(|v| !v.is_empty()) {
-                return Ok(Some(value.to_owned()));
-            }
-        }
-        Ok(None)
-    };
+    let first = |names: &[&str]| env.first_text(names);
     let mut head = Head {
         author_name: first(&["CI_AUTHOR_NAME", "GIT_AUTHOR_NAME"])?,
         author_email: first(&["CI_AUTHOR_EMAIL", "GIT_AUTHOR_EMAIL"])?,

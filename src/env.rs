@@ -61,6 +61,16 @@ impl Env {
         Ok(self.vars.get(name).map(String::as_str))
     }
 
+    /// The first of `names` that holds more than blanks, trimmed.
+    pub fn first_text(&self, names: &[&str]) -> Result<Option<String>, Error> {
+        for name in names {
+            if let Some(value) = self.get(name)?.map(str::trim).filter(|v| !v.is_empty()) {
+                return Ok(Some(value.to_owned()));
+            }
+        }
+        Ok(None)
+    }
+
     /// Whether `name` holds a value, readable or not.
     pub fn is_set(&self, name: &str) -> bool {
         self.vars.contains_key(name) || self.not_unicode.contains(name)
@@ -101,6 +111,16 @@ mod tests {
         let err = env.get("BAD").unwrap_err().to_string();
         assert!(err.contains("BAD is not valid UTF-8"), "{err}");
         assert!(env.is_set("BAD"));
+    }
+
+    #[test]
+    fn the_first_text_skips_blanks_and_trims() {
+        let env = Env::from_pairs([("A", "  "), ("B", " b "), ("C", "c")]);
+        assert_eq!(
+            env.first_text(&["Z", "A", "B", "C"]).unwrap().as_deref(),
+            Some("b")
+        );
+        assert_eq!(env.first_text(&["Z", "A"]).unwrap(), None);
     }
 
     #[test]
