@@ -93,9 +93,8 @@ pub fn early(env: &Env, flags: &Flags) -> (Early, Result<(), Error>) {
 
 /// The receiver's share of the settings, and whether it logs in debug detail.
 #[cfg(feature = "serve")]
-pub fn shared(env: &Env, flags: &Flags) -> Result<(Shared, bool), Error> {
-    let sources = Sources::read(env, flags)?;
-    Ok((shared_from(&sources)?, debug(&sources, env)?))
+pub fn shared(sources: &Sources, env: &Env) -> Result<(Shared, bool), Error> {
+    Ok((shared_from(sources)?, debug(sources, env)?))
 }
 
 fn shared_from(sources: &Sources) -> Result<Shared, Error> {

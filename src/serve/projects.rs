@@ -100,8 +100,8 @@ impl Id {
 
 impl Settings {
     pub fn load(flags: &Flags, env: &Env) -> Result<Settings, Error> {
-        let (shared, debug) = config::shared(env, flags)?;
         let sources = Sources::read(env, flags)?;
+        let (shared, debug) = config::shared(&sources, env)?;
         let listen = sources
             .get(Key::Listen)
             .expect("a default")
