@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use ureq::Agent;
 
-use crate::client::{self, Closed, Coverage, Service};
+use crate::client::{self, Closed, Coverage, Coveralls};
 use crate::error::Error;
 use crate::report::Reporter;
 
@@ -65,7 +65,7 @@ pub fn wait(
     agent: &Agent,
     closed: &Closed,
     checks: &Checks,
-    service: &Service,
+    coveralls: &Coveralls,
     ui: &mut Reporter<'_>,
 ) -> Result<Option<Figures>, Error> {
     if checks.wait.is_zero() {
@@ -82,7 +82,7 @@ pub fn wait(
     let mut pause = FIRST_PAUSE;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let timeout = service.timeout.min(left).max(Duration::from_millis(500));
+        let timeout = coveralls.timeout.min(left).max(Duration::from_millis(500));
         let why = match client::coverage(agent, url, timeout, ui) {
             Coverage::Known { percent, change } => return Ok(Some(Figures { percent, change })),
             Coverage::Private(why) => {

@@ -44,7 +44,7 @@ pub fn run(flags: Result<Flags, Error>, env: &Env, ui: &mut Reporter) -> u8 {
 
 fn finish(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
     let config = config::load(env, flags)?;
-    let (build, endpoint) = (&config.build, &config.service.endpoint);
+    let (build, endpoint) = (&config.build, &config.coveralls.endpoint);
     let doing = if config.dry_run {
         "dry run for"
     } else {
@@ -67,14 +67,14 @@ fn finish(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
         return no_token(&config, ui);
     };
     let agent = client::agent(endpoint, env)?;
-    let closed = match client::close(&agent, &config.service, build, token.expose(), None, ui) {
+    let closed = match client::close(&agent, &config.coveralls, build, token.expose(), None, ui) {
         Ok(closed) => closed,
         Err(error) => {
             publish(&config, Err(&error), ui);
             return Err(error);
         }
     };
-    let waited = checks::wait(&agent, &closed, &config.checks, &config.service, ui);
+    let waited = checks::wait(&agent, &closed, &config.checks, &config.coveralls, ui);
     let figures = waited.as_ref().ok().copied().flatten();
     let verdict = checks::verdict(&closed, figures, &config.checks);
     publish(&config, Ok((&closed, figures, verdict.is_ok())), ui);
@@ -152,7 +152,7 @@ fn dry_run(config: &Config, ui: &mut Reporter) -> Result<(), Error> {
     ui.result(&format!(
         "dry run: nothing is sent; the request would be\n\
          POST {}\nContent-Type: application/json\nUser-Agent: {}\n\n{json}",
-        client::webhook_url(&config.service.endpoint),
+        client::webhook_url(&config.coveralls.endpoint),
         client::USER_AGENT
     ));
     if let Some(checks) = config.checks.describe() {
@@ -264,7 +264,7 @@ fn flags(build: &Build) -> String {
 }
 
 fn describe(config: &Config) -> String {
-    let (build, service) = (&config.build, &config.service);
+    let (build, coveralls) = (&config.build, &config.coveralls);
     let head = &build.head;
     let token = match config.token {
         Some(_) => "set (redacted)",
@@ -273,12 +273,12 @@ fn describe(config: &Config) -> String {
     let carryforward = build.carryforward.join(",");
     let number = format!("{} (from {})", build.number, build.number_from);
     let (retries, timeout) = (
-        service.retries.to_string(),
-        format!("{:?}", service.timeout),
+        coveralls.retries.to_string(),
+        format!("{:?}", coveralls.timeout),
     );
-    let longest = format!("{:?}", longest_run(service));
+    let longest = format!("{:?}", longest_run(coveralls));
     let lines: [(&str, Option<&str>); 20] = [
-        ("endpoint", Some(&service.endpoint)),
+        ("endpoint", Some(&coveralls.endpoint)),
         ("repo token", Some(token)),
         ("build number", Some(&number)),
         ("CI", config.ci.or(Some("none detected"))),
@@ -313,18 +313,46 @@ fn describe(config: &Config) -> String {
 }
 
 /// The bound on a whole run: every attempt timing out, and the longest wait between each.
-fn longest_run(service: &client::Service) -> Duration {
-    service.timeout * (service.retries + 1) + client::MAX_WAIT * service.retries
+fn longest_run(coveralls: &client::Coveralls) -> Duration {
+    coveralls.timeout * (coveralls.retries + 1) + client::MAX_BACKOFF * coveralls.retries
 }
 
+/// Whether the URL's host is this machine: `localhost` or a loopback address, parsed.
 fn is_loopback(url: &str) -> bool {
-    let host = url
-        .parse::<ureq::http::Uri>()
-        .ok()
-        .and_then(|uri| uri.host().map(str::to_owned));
-    match host.as_deref() {
-        Some("localhost" | "[::1]") => true,
-        Some(host) => host.starts_with("127."),
-        None => false,
+    let Ok(uri) = url.parse::<ureq::http::Uri>() else {
+        return false;
+    };
+    let host = uri.host().unwrap_or_default();
+    let address = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || address
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback;
+
+    #[test]
+    fn loopback_is_a_parsed_address_or_localhost() {
+        for url in [
+            "http://127.0.0.1:8080",
+            "http://127.1.2.3/x",
+            "http://localhost:9",
+            "http://LOCALHOST",
+            "http://[::1]:8080",
+        ] {
+            assert!(is_loopback(url), "{url}");
+        }
+        for url in [
+            "http://127.evil.example",
+            "http://127.0.0.1.nip.io",
+            "http://[::2]",
+            "http://10.0.0.1",
+            "not a url",
+        ] {
+            assert!(!is_loopback(url), "{url}");
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::checks::{self, Checks};
 use crate::ci::{self, Detected, HeadFrom};
-use crate::client::{Build, Service};
+use crate::client::{Build, Coveralls};
 use crate::commit::{self, Head};
 use crate::env::Env;
 use crate::error::Error;
@@ -40,7 +40,7 @@ impl std::fmt::Debug for Secret {
 #[derive(Debug)]
 pub struct Config {
     pub token: Option<Secret>,
-    pub service: Service,
+    pub coveralls: Coveralls,
     pub build: Build,
     /// The CI detected, if any.
     pub ci: Option<&'static str>,
@@ -59,7 +59,7 @@ pub struct Config {
 /// settings of the one project the environment describes.
 pub struct Shared {
     pub token: Option<Secret>,
-    pub service: Service,
+    pub coveralls: Coveralls,
     pub carryforward: Vec<String>,
 }
 
@@ -101,7 +101,7 @@ fn shared_from(sources: &Sources) -> Result<Shared, Error> {
     let value = |key| sources.get(key).expect("the setting has a default");
     Ok(Shared {
         token: sources.given(Key::RepoToken).map(|t| Secret::new(t.value)),
-        service: Service {
+        coveralls: Coveralls {
             endpoint: parse_endpoint(&value(Key::Endpoint))?,
             retries: parse_retries(&value(Key::Retries))?,
             timeout: parse_timeout(&value(Key::Timeout))?,
@@ -118,7 +118,7 @@ pub fn load(env: &Env, flags: &Flags) -> Result<Config, Error> {
     // Debug is read, and checked, by `early`, which decides how everything is reported.
     let Shared {
         token,
-        service,
+        coveralls,
         carryforward,
     } = shared_from(&sources)?;
     let detected = ci::detect(env)?;
@@ -133,7 +133,7 @@ pub fn load(env: &Env, flags: &Flags) -> Result<Config, Error> {
     build.head = head(env, &detected, &mut build, event.as_ref(), &mut notes)?;
     Ok(Config {
         token,
-        service,
+        coveralls,
         build,
         ci: detected.name(),
         dry_run: boolean(&sources, Key::DryRun)?,
@@ -305,6 +305,21 @@ pub fn parse_endpoint(given: &Given) -> Result<String, Error> {
             given.from, given.value
         ))
     };
+    // A credential in a URL ends up in logs (the token goes in the body): refused, and
+    // the value is not echoed, unlike in every other complaint about it.
+    let authority = value.split_once("://").map_or(value, |(_, rest)| rest);
+    if authority
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or("")
+        .contains('@')
+    {
+        return Err(Error::config(format!(
+            "{} holds a user name or password (user:password@), which a URL carries into \
+             logs; expected a base URL such as https://coveralls.io",
+            given.from
+        )));
+    }
     let uri: ureq::http::Uri = value.parse().map_err(|_| bad("not a URL"))?;
     match uri.scheme_str() {
         Some("https" | "http") => {}
@@ -313,6 +328,7 @@ pub fn parse_endpoint(given: &Given) -> Result<String, Error> {
     if uri.host().is_none_or(str::is_empty) {
         return Err(bad("there is no host"));
     }
+
     if uri.query().is_some() || value.contains('#') {
         return Err(bad("a query or fragment has no place in it"));
     }
@@ -436,12 +452,37 @@ mod tests {
     #[test]
     fn every_default_value_passes_its_own_check() {
         let cfg = load_with(&[("COVERALLS_SERVICE_NUMBER", "1")], &[]).unwrap();
-        assert_eq!(cfg.service.endpoint, "https://coveralls.io");
-        assert_eq!(cfg.service.retries, 5);
-        assert_eq!(cfg.service.timeout, Duration::from_secs(20));
+        assert_eq!(cfg.coveralls.endpoint, "https://coveralls.io");
+        assert_eq!(cfg.coveralls.retries, 5);
+        assert_eq!(cfg.coveralls.timeout, Duration::from_secs(20));
         assert!(!cfg.dry_run);
         let (early, checked) = early(&Env::default(), &Flags::default());
         assert!(checked.is_ok() && early.fail_on_error && !early.debug);
+    }
+
+    #[test]
+    fn an_endpoint_with_a_credential_is_refused_without_echoing_it() {
+        for endpoint in [
+            "https://user:hunter2@cov.example",
+            "https://hunter2@cov.example/base",
+            "http://u:hunter2@127.0.0.1:8080/",
+        ] {
+            let env = [
+                ("COVERALLS_SERVICE_NUMBER", "1"),
+                ("COVERALLS_ENDPOINT", endpoint),
+            ];
+            let message = load_with(&env, &[]).unwrap_err().to_string();
+            assert!(
+                message.starts_with("COVERALLS_ENDPOINT holds a user name or password"),
+                "{message}"
+            );
+            assert!(!message.contains("hunter2"), "{message}");
+        }
+        let at_in_path = [
+            ("COVERALLS_SERVICE_NUMBER", "1"),
+            ("COVERALLS_ENDPOINT", "https://cov.example/@team"),
+        ];
+        assert!(load_with(&at_in_path, &[]).is_ok());
     }
 
     #[test]
@@ -456,7 +497,7 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(cfg.service.endpoint, "https://cov.example/base");
+        assert_eq!(cfg.coveralls.endpoint, "https://cov.example/base");
         assert!(cfg.dry_run);
         let env = Env::from_pairs([
             ("COVERALLS_DEBUG", "TRUE"),

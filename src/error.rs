@@ -82,6 +82,12 @@ impl Error {
         self.kind
     }
 
+    /// Whether another attempt may get past this error: the one place that decides it, for
+    /// the closer's retries and the receiver's answers alike.
+    pub fn retryable(&self) -> bool {
+        matches!(self.kind, Kind::Unavailable | Kind::OutOfTime)
+    }
+
     /// The message alone, without the hint.
     pub fn message(&self) -> &str {
         &self.message

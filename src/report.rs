@@ -3,7 +3,6 @@
 //! redacted wherever it would appear, whatever text (the server's included) carries it.
 
 use std::fs::OpenOptions;
-use std::hash::{BuildHasher, RandomState};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -165,7 +164,7 @@ impl<'a> Reporter<'a> {
         for (name, value) in outputs {
             let value = self.redact(value);
             let delimiter = loop {
-                let candidate = format!("ghadelimiter_{:016x}", RandomState::new().hash_one(name));
+                let candidate = format!("ghadelimiter_{:016x}", crate::random::u64());
                 if !value.contains(&candidate) {
                     break candidate;
                 }

@@ -710,3 +710,28 @@ fn a_private_ca_is_trusted_through_ssl_cert_file_and_never_otherwise() {
     assert_eq!(out.code, 0, "{out:#?}");
     assert_eq!(server.only_request().json()["repo_token"], TOKEN);
 }
+
+#[test]
+fn a_cert_file_that_cannot_be_loaded_is_named_and_nothing_is_sent() {
+    let (server, _ca_pem) = Server::start_tls(vec![json(200, CLOSED)]);
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-ca.pem");
+    let out = finish()
+        .env("COVERALLS_REPO_TOKEN", TOKEN)
+        .env("COVERALLS_SERVICE_NUMBER", "42")
+        .env(
+            "COVERALLS_ENDPOINT",
+            &format!("https://localhost:{}", server.addr().port()),
+        )
+        .env("SSL_CERT_FILE", missing.to_str().unwrap())
+        .run();
+    assert_eq!(out.code, 2, "{out:#?}");
+    assert!(
+        out.stderr
+            .contains("SSL_CERT_FILE is set, but its certificates cannot be loaded"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("no-such-ca.pem"), "{}", out.stderr);
+    assert!(server.requests().is_empty());
+}

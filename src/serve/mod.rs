@@ -315,7 +315,7 @@ fn close_now(app: &App, request: Request, deadline: Instant, ticket: Ticket) -> 
     let token = project.token.expose();
     let result = client::close(
         agent,
-        &project.service,
+        &project.coveralls,
         build,
         token,
         Some(deadline),

@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::Deserialize;
 use ureq::Agent;
 
-use crate::client::{self, Service};
+use crate::client::{self, Coveralls};
 use crate::config::{self, Secret};
 use crate::env::Env;
 use crate::error::Error;
@@ -36,7 +36,7 @@ pub struct Project {
     pub circleci_project_id: Option<String>,
     pub magnum_project_id: Option<String>,
     pub token: Secret,
-    pub service: Service,
+    pub coveralls: Coveralls,
     pub carryforward: Vec<String>,
     /// Workflow names that close a build; empty: all.
     pub workflows: Vec<String>,
@@ -108,7 +108,7 @@ impl Settings {
             .value
             .to_owned();
         let projects = match sources.given(Key::Config) {
-            Some(Given { value: path, .. }) => from_file(Path::new(path), env, &shared.service)?,
+            Some(Given { value: path, .. }) => from_file(Path::new(path), env, &shared.coveralls)?,
             None => vec![from_env(&shared, env)?],
         };
         let secret =
@@ -188,7 +188,7 @@ impl Project {
                 parts.push(format!("{what} {value}"));
             }
         }
-        parts.push(format!("endpoint {}", self.service.endpoint));
+        parts.push(format!("endpoint {}", self.coveralls.endpoint));
         if !self.carryforward.is_empty() {
             parts.push(format!("carryforward {}", self.carryforward.join(",")));
         }
@@ -214,8 +214,8 @@ fn from_env(shared: &config::Shared, env: &Env) -> Result<Project, Error> {
         circleci_project_id: None,
         magnum_project_id: None,
         token,
-        agents: client::agents(&shared.service.endpoint, env, AGENTS)?,
-        service: shared.service.clone(),
+        agents: client::agents(&shared.coveralls.endpoint, env, AGENTS)?,
+        coveralls: shared.coveralls.clone(),
         carryforward: shared.carryforward.clone(),
         workflows: Vec::new(),
         statuses: Vec::new(),
@@ -235,7 +235,7 @@ fn normalize_slug(slug: &str) -> String {
     }
 }
 
-fn from_file(path: &Path, env: &Env, shared: &Service) -> Result<Vec<Project>, Error> {
+fn from_file(path: &Path, env: &Env, shared: &Coveralls) -> Result<Vec<Project>, Error> {
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|err| Error::config(format!("{shown}: cannot read it: {err}")))?;
@@ -274,7 +274,7 @@ fn project(
     name: &str,
     seen: &mut HashSet<String>,
     env: &Env,
-    service: &Service,
+    service: &Coveralls,
     at: &dyn Fn(&str, &str) -> Error,
 ) -> Result<Project, Error> {
     if !seen.insert(format!("name {name}")) {
@@ -296,7 +296,7 @@ fn project(
         circleci_slug: entry.circleci_slug,
         circleci_project_id: entry.circleci_project_id,
         magnum_project_id,
-        service,
+        coveralls: service,
         carryforward: config::split_flags(&entry.carryforward.join(",")),
         workflows: entry.workflows,
         statuses: entry.statuses,
@@ -340,12 +340,12 @@ fn claim_ids(
 }
 
 /// `service` at the endpoint a projects file names.
-fn with_endpoint(service: &Service, endpoint: &str) -> Result<Service, Error> {
+fn with_endpoint(service: &Coveralls, endpoint: &str) -> Result<Coveralls, Error> {
     let given = Given {
         value: endpoint,
         from: "endpoint",
     };
-    Ok(Service {
+    Ok(Coveralls {
         endpoint: config::parse_endpoint(&given)?,
         ..service.clone()
     })
@@ -413,7 +413,7 @@ mod tests {
         let api = project(settings.circleci_project(Some("github/acme/api"), None));
         assert_eq!(api.name, "api");
         assert_eq!(api.token.expose(), "api-token");
-        assert_eq!(api.service.endpoint, "https://coveralls.example");
+        assert_eq!(api.coveralls.endpoint, "https://coveralls.example");
         assert_eq!(api.carryforward, ["unit", "e2e"]);
         let web = project(settings.circleci_project(Some("circleci/x/y"), Some("84996744-a854")));
         assert_eq!(web.name, "web");
