@@ -9,14 +9,14 @@ use crate::config::{self, Config};
 use crate::env::Env;
 use crate::error::{Error, Kind};
 use crate::report::{Reporter, cell};
-use crate::settings::Flags;
+use crate::settings::{Cmd, Flags};
 
 /// Run the closer; the exit code. `flags` is an error where the command line was wrong,
 /// which is then reported as the settings ask (`COVERALLS_FAIL_ON_ERROR` included).
 pub fn run(flags: Result<Flags, Error>, env: &Env, ui: &mut Reporter) -> u8 {
     // How to report is settled first, so that even a bad setting is reported as asked,
     // and the token is masked before anything else is printed.
-    let no_flags = Flags::default();
+    let no_flags = Flags::new(Cmd::Close);
     let (early, early_check) = config::early(env, flags.as_ref().unwrap_or(&no_flags));
     if let Some(token) = &early.token {
         ui.mask(token.expose());

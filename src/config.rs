@@ -10,7 +10,7 @@ use crate::commit::{self, Head};
 use crate::env::Env;
 use crate::error::Error;
 use crate::event::{self, Event};
-use crate::settings::{Flags, Given, Key, Sources};
+use crate::settings::{Flags, Given, Key, Values};
 
 pub const MAX_RETRIES: u32 = 20;
 pub const MAX_TIMEOUT_SECS: f64 = 600.0;
@@ -83,7 +83,7 @@ pub fn early(env: &Env, flags: &Flags) -> (Early, Result<(), Error>) {
         debug: false,
         token,
     };
-    let checked = Sources::read(env, flags).and_then(|sources| {
+    let checked = Values::read(env, flags).and_then(|sources| {
         early.fail_on_error = boolean(&sources, Key::FailOnError)?;
         early.debug = debug(&sources, env)?;
         Ok(())
@@ -93,11 +93,11 @@ pub fn early(env: &Env, flags: &Flags) -> (Early, Result<(), Error>) {
 
 /// The receiver's share of the settings, and whether it logs in debug detail.
 #[cfg(feature = "serve")]
-pub fn shared(sources: &Sources, env: &Env) -> Result<(Shared, bool), Error> {
+pub fn shared(sources: &Values, env: &Env) -> Result<(Shared, bool), Error> {
     Ok((shared_from(sources)?, debug(sources, env)?))
 }
 
-fn shared_from(sources: &Sources) -> Result<Shared, Error> {
+fn shared_from(sources: &Values) -> Result<Shared, Error> {
     let value = |key| sources.get(key).expect("the setting has a default");
     Ok(Shared {
         token: sources.given(Key::RepoToken).map(|t| Secret::new(t.value)),
@@ -114,7 +114,7 @@ fn shared_from(sources: &Sources) -> Result<Shared, Error> {
 }
 
 pub fn load(env: &Env, flags: &Flags) -> Result<Config, Error> {
-    let sources = Sources::read(env, flags)?;
+    let sources = Values::read(env, flags)?;
     // Debug is read, and checked, by `early`, which decides how everything is reported.
     let Shared {
         token,
@@ -146,7 +146,7 @@ pub fn load(env: &Env, flags: &Flags) -> Result<Config, Error> {
 
 /// What to check after the close. A threshold without a wait waits as long as it takes to
 /// know the figure, within reason.
-fn checks(sources: &Sources) -> Result<Checks, Error> {
+fn checks(sources: &Values) -> Result<Checks, Error> {
     let expected_jobs = match sources.given(Key::ExpectedJobs) {
         Some(given) => Some(whole_number(&given, 1, u64::from(u32::MAX))?),
         None => None,
@@ -194,11 +194,7 @@ fn number(given: &Given, min: f64, max: f64, expected: &str) -> Result<f64, Erro
 }
 
 /// The build the CI describes, with the user's overrides applied.
-fn build(
-    sources: &Sources,
-    detected: &Detected,
-    carryforward: Vec<String>,
-) -> Result<Build, Error> {
+fn build(sources: &Values, detected: &Detected, carryforward: Vec<String>) -> Result<Build, Error> {
     let (number, number_from) = match (sources.given(Key::BuildNumber), &detected.number) {
         (Some(given), _) => (given.value.trim().to_owned(), given.from.to_owned()),
         (None, Some((number, var))) => {
@@ -279,12 +275,12 @@ fn untrusted_pull_request(env: &Env, event: Option<&Event>) -> Result<bool, Erro
     Ok(pull_request && (from_a_fork || env.get("GITHUB_ACTOR")? == Some("dependabot[bot]")))
 }
 
-fn debug(sources: &Sources, env: &Env) -> Result<bool, Error> {
+fn debug(sources: &Values, env: &Env) -> Result<bool, Error> {
     let runner_debug = env.get("RUNNER_DEBUG").ok().flatten() == Some("1");
     Ok(boolean(sources, Key::Debug)? || runner_debug)
 }
 
-fn boolean(sources: &Sources, key: Key) -> Result<bool, Error> {
+fn boolean(sources: &Values, key: Key) -> Result<bool, Error> {
     let given = sources.get(key).expect("a boolean has a default");
     match given.value.trim() {
         "true" | "True" | "TRUE" => Ok(true),
@@ -364,7 +360,7 @@ fn parse_timeout(given: &Given) -> Result<Duration, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::{Command, parse};
+    use crate::settings::{Cmd, Command, parse};
 
     fn flags(args: &[&str]) -> Flags {
         match parse(args.iter().map(Into::into)).unwrap() {
@@ -456,7 +452,7 @@ mod tests {
         assert_eq!(cfg.coveralls.retries, 5);
         assert_eq!(cfg.coveralls.timeout, Duration::from_secs(20));
         assert!(!cfg.dry_run);
-        let (early, checked) = early(&Env::default(), &Flags::default());
+        let (early, checked) = early(&Env::default(), &Flags::new(Cmd::Close));
         assert!(checked.is_ok() && early.fail_on_error && !early.debug);
     }
 
@@ -503,7 +499,7 @@ mod tests {
             ("COVERALLS_DEBUG", "TRUE"),
             ("COVERALLS_FAIL_ON_ERROR", "True"),
         ]);
-        let (early, checked) = early(&env, &Flags::default());
+        let (early, checked) = early(&env, &Flags::new(Cmd::Close));
         assert!(checked.is_ok() && early.debug && early.fail_on_error);
     }
 

@@ -35,8 +35,8 @@ pub fn run(
 ) -> u8 {
     let mut ui = Reporter::new(out, err, env);
     match settings::parse(args) {
-        Ok(Command::Help(scope)) => {
-            ui.result(settings::help(scope).trim_end());
+        Ok(Command::Help(cmd)) => {
+            ui.result(settings::help(cmd).trim_end());
             0
         }
         Ok(Command::Version) => {

@@ -10,12 +10,59 @@ use serde::Deserialize;
 use crate::env::Env;
 use crate::error::Error;
 
-/// Which command takes a setting's flag.
+/// A command of the program: the closer (no subcommand word) or a subcommand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scope {
+pub enum Cmd {
     Close,
     Serve,
-    Both,
+}
+
+/// One row of [`COMMANDS`]: how a command is selected, and the first and last lines of its
+/// `--help`, around the flags that its settings give it.
+pub struct CommandDef {
+    pub cmd: Cmd,
+    /// The first argument that selects it; `None` for the closer, which needs none.
+    pub word: Option<&'static str>,
+    pub about: &'static str,
+    pub usage: &'static str,
+    pub notes: &'static str,
+}
+
+/// Every command; a new subcommand is a row here, a variant of [`Cmd`] and, for each of its
+/// settings, the command in that setting's `commands`.
+pub const COMMANDS: &[CommandDef] = &[
+    CommandDef {
+        cmd: Cmd::Close,
+        word: None,
+        about: "Close a Coveralls parallel build once every parallel job has uploaded.",
+        usage: "Usage: coveralls-finish [OPTIONS]\n\
+                \x20      coveralls-finish serve [OPTIONS]   (the receiver: serve --help)\n\n\
+                Every flag overrides its variable; an empty variable counts as unset.",
+        notes: "The repo token is read from COVERALLS_REPO_TOKEN only (a Coveralls repo token, or a\n\
+                GitHub Actions GITHUB_TOKEN): never from a flag, where process listings would show it.\n\n\
+                Exit codes: 0 closed (or a failure softened by COVERALLS_FAIL_ON_ERROR=false),\n\
+                1 the close failed, 2 configuration error, 3 a check asked for failed\n\
+                (--expected-jobs, --fail-under; never softened).\n",
+    },
+    CommandDef {
+        cmd: Cmd::Serve,
+        word: Some("serve"),
+        about: "Receive CircleCI webhooks and Magnum CI hooks; close the matching Coveralls build.",
+        usage: "Usage: coveralls-finish serve [OPTIONS]",
+        notes: "Environment: CIRCLECI_WEBHOOK_SECRET (switches /circleci on), MAGNUM_HOOK_SECRET\n\
+                (switches /magnum on), COVERALLS_REPO_TOKEN (the one project without --config).\n\
+                Routes: POST /circleci, POST /magnum?secret=..., GET /healthz.\n\
+                Stops on SIGTERM or SIGINT after answering what is in flight.\n",
+    },
+];
+
+impl Cmd {
+    pub fn def(self) -> &'static CommandDef {
+        COMMANDS
+            .iter()
+            .find(|def| def.cmd == self)
+            .expect("every command has a row")
+    }
 }
 
 /// What a flag takes: a value, or a boolean (`--dry-run` alone means true).
@@ -37,7 +84,8 @@ pub enum Default {
 #[derive(Debug)]
 pub struct Setting {
     pub key: Key,
-    pub scope: Scope,
+    /// The commands that take it, as a flag and through its variables.
+    pub commands: &'static [Cmd],
     /// `None` for the token, which a command line (and so a process listing) must never carry.
     pub flag: Option<&'static str>,
     pub takes: Takes,
@@ -56,7 +104,7 @@ pub struct Setting {
 /// `COVERALLS_SERVICE_NUMBER`).
 macro_rules! settings {
     ($($key:ident {
-        scope: $scope:ident,
+        commands: [$($cmd:ident),+],
         flag: $flag:expr,
         takes: $takes:expr,
         vars: [$($var:ident),*],
@@ -83,7 +131,7 @@ macro_rules! settings {
 
         pub const SETTINGS: &[Setting] = &[$(Setting {
             key: Key::$key,
-            scope: Scope::$scope,
+            commands: &[$(Cmd::$cmd),+],
             flag: $flag,
             takes: $takes,
             vars: &[$(var_name!($var)),*],
@@ -119,7 +167,7 @@ const fn capitals<const N: usize>(name: &str) -> [u8; N] {
 
 settings! {
     RepoToken {
-        scope: Both,
+        commands: [Close, Serve],
         flag: None,
         takes: Takes::Value("TOKEN"),
         vars: [repo_token],
@@ -128,7 +176,7 @@ settings! {
         help: "the Coveralls repo token, or a GitHub Actions `GITHUB_TOKEN`",
     }
     Endpoint {
-        scope: Both,
+        commands: [Close, Serve],
         flag: Some("--endpoint"),
         takes: Takes::Value("URL"),
         vars: [endpoint],
@@ -137,7 +185,7 @@ settings! {
         help: "base URL, for Coveralls Enterprise; a trailing `/` is fine",
     }
     Carryforward {
-        scope: Both,
+        commands: [Close, Serve],
         flag: Some("--carryforward"),
         takes: Takes::Value("FLAGS"),
         vars: [carryforward_flags, carryforward],
@@ -147,7 +195,7 @@ settings! {
                empties and repeats dropped",
     }
     BuildNumber {
-        scope: Close,
+        commands: [Close],
         flag: Some("--build-number"),
         takes: Takes::Value("N"),
         vars: [service_number, build_number],
@@ -156,7 +204,7 @@ settings! {
         help: "the build number the parallel uploads used, overriding detection",
     }
     ServiceName {
-        scope: Close,
+        commands: [Close],
         flag: Some("--service-name"),
         takes: Takes::Value("NAME"),
         vars: [service_name],
@@ -165,7 +213,7 @@ settings! {
         help: "`service_name` sent to Coveralls",
     }
     RepoName {
-        scope: Close,
+        commands: [Close],
         flag: Some("--repo-name"),
         takes: Takes::Value("OWNER/REPO"),
         vars: [repo_name],
@@ -174,7 +222,7 @@ settings! {
         help: "`repo_name` sent to Coveralls (needed with a `GITHUB_TOKEN`)",
     }
     Commit {
-        scope: Close,
+        commands: [Close],
         flag: Some("--commit"),
         takes: Takes::Value("SHA"),
         vars: [git_commit],
@@ -183,7 +231,7 @@ settings! {
         help: "the commit sent as `commit_sha` and `git.head.id`",
     }
     Branch {
-        scope: Close,
+        commands: [Close],
         flag: Some("--branch"),
         takes: Takes::Value("NAME"),
         vars: [git_branch],
@@ -192,7 +240,7 @@ settings! {
         help: "the branch sent as `service_branch` and `git.branch`",
     }
     PullRequest {
-        scope: Close,
+        commands: [Close],
         flag: Some("--pull-request"),
         takes: Takes::Value("N"),
         vars: [pull_request],
@@ -201,7 +249,7 @@ settings! {
         help: "the pull request's number, sent as `service_pull_request`",
     }
     JobId {
-        scope: Close,
+        commands: [Close],
         flag: Some("--job-id"),
         takes: Takes::Value("ID"),
         vars: [service_job_id],
@@ -210,7 +258,7 @@ settings! {
         help: "the job sent as `service_job_id`",
     }
     RequireToken {
-        scope: Close,
+        commands: [Close],
         flag: Some("--require-token"),
         takes: Takes::Bool,
         vars: [require_token],
@@ -220,7 +268,7 @@ settings! {
                than being skipped with a notice",
     }
     ExpectedJobs {
-        scope: Close,
+        commands: [Close],
         flag: Some("--expected-jobs"),
         takes: Takes::Value("N"),
         vars: [expected_jobs],
@@ -229,7 +277,7 @@ settings! {
         help: "fail (exit 3) when the closed build has fewer jobs than this",
     }
     Wait {
-        scope: Close,
+        commands: [Close],
         flag: Some("--wait"),
         takes: Takes::Value("SECS"),
         vars: [wait],
@@ -239,7 +287,7 @@ settings! {
                not wait; 120 with `--fail-under`)",
     }
     FailUnder {
-        scope: Close,
+        commands: [Close],
         flag: Some("--fail-under"),
         takes: Takes::Value("PERCENT"),
         vars: [fail_under],
@@ -248,7 +296,7 @@ settings! {
         help: "fail (exit 3) when the build's coverage is below this percentage",
     }
     FailOnError {
-        scope: Close,
+        commands: [Close],
         flag: Some("--fail-on-error"),
         takes: Takes::Bool,
         vars: [fail_on_error],
@@ -257,7 +305,7 @@ settings! {
         help: "`false`: any failure, configuration included, becomes a warning and exit 0",
     }
     DryRun {
-        scope: Close,
+        commands: [Close],
         flag: Some("--dry-run"),
         takes: Takes::Bool,
         vars: [dry_run],
@@ -266,7 +314,7 @@ settings! {
         help: "print the request that would be sent (token redacted); send nothing",
     }
     Debug {
-        scope: Both,
+        commands: [Close, Serve],
         flag: Some("--debug"),
         takes: Takes::Bool,
         vars: [debug],
@@ -276,7 +324,7 @@ settings! {
                `RUNNER_DEBUG=1`)",
     }
     Retries {
-        scope: Both,
+        commands: [Close, Serve],
         flag: Some("--retries"),
         takes: Takes::Value("N"),
         vars: [retries],
@@ -285,7 +333,7 @@ settings! {
         help: "retries after the first attempt, 0 to 20",
     }
     Timeout {
-        scope: Both,
+        commands: [Close, Serve],
         flag: Some("--timeout"),
         takes: Takes::Value("SECS"),
         vars: [timeout],
@@ -295,7 +343,7 @@ settings! {
                allowed, at most 600",
     }
     Listen {
-        scope: Serve,
+        commands: [Serve],
         flag: Some("--listen"),
         takes: Takes::Value("ADDR"),
         vars: [finish_listen],
@@ -304,7 +352,7 @@ settings! {
         help: "address and port to listen on",
     }
     Config {
-        scope: Serve,
+        commands: [Serve],
         flag: Some("--config"),
         takes: Takes::Value("FILE"),
         vars: [],
@@ -322,8 +370,8 @@ impl Setting {
             .expect("the macro gives every key a setting")
     }
 
-    fn accepted_by(&self, scope: Scope) -> bool {
-        self.scope == scope || self.scope == Scope::Both
+    fn taken_by(&self, cmd: Cmd) -> bool {
+        self.commands.contains(&cmd)
     }
 
     /// The flag as `--help` and README show it: `--timeout SECS`, `--dry-run[=BOOL]`.
@@ -342,13 +390,22 @@ impl Setting {
     }
 }
 
-/// Flag values as given, by key; the last one given wins.
-#[derive(Debug, Default)]
+/// What the command line gave: the command, its flag values by key (the last one given
+/// wins), and its operands.
+#[derive(Debug)]
 pub struct Flags {
+    pub cmd: Cmd,
     given: Vec<(Key, String)>,
 }
 
 impl Flags {
+    pub fn new(cmd: Cmd) -> Self {
+        Flags {
+            cmd,
+            given: Vec::new(),
+        }
+    }
+
     pub fn get(&self, key: Key) -> Option<&str> {
         self.given
             .iter()
@@ -362,30 +419,37 @@ impl Flags {
 pub enum Command {
     Close(Flags),
     Serve(Flags),
-    Help(Scope),
+    Help(Cmd),
     Version,
 }
 
+/// The command line: the command its first word selects (the closer without one), then
+/// the flags that command takes.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, Error> {
     let mut args = args.into_iter().peekable();
-    let scope = match args.peek() {
-        Some(first) if first == "serve" => {
+    let selected = args.peek().and_then(|first| {
+        COMMANDS
+            .iter()
+            .find(|def| def.word.is_some_and(|word| first == word))
+    });
+    let cmd = match selected {
+        Some(def) => {
             args.next();
-            Scope::Serve
+            def.cmd
         }
-        _ => Scope::Close,
+        None => Cmd::Close,
     };
     let mut parser = lexopt::Parser::from_args(args);
-    let mut flags = Flags::default();
+    let mut flags = Flags::new(cmd);
     while let Some(arg) = parser.next().map_err(usage)? {
         match arg {
-            Short('h') | Long("help") => return Ok(Command::Help(scope)),
+            Short('h') | Long("help") => return Ok(Command::Help(cmd)),
             Short('V') | Long("version") => return Ok(Command::Version),
             Long(name) => {
                 let flag = format!("--{name}");
                 let setting = SETTINGS
                     .iter()
-                    .find(|s| s.flag == Some(flag.as_str()) && s.accepted_by(scope))
+                    .find(|s| s.flag == Some(flag.as_str()) && s.taken_by(cmd))
                     .ok_or_else(|| usage(format!("unknown flag {flag}")))?;
                 let value = match setting.takes {
                     Takes::Bool => parser
@@ -398,9 +462,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, Error>
             other => return Err(usage(other.unexpected())),
         }
     }
-    Ok(match scope {
-        Scope::Serve => Command::Serve(flags),
-        Scope::Close | Scope::Both => Command::Close(flags),
+    Ok(match cmd {
+        Cmd::Serve => Command::Serve(flags),
+        Cmd::Close => Command::Close(flags),
     })
 }
 
@@ -422,23 +486,29 @@ pub struct Given<'a> {
 
 /// The flags and the `COVERALLS_*` variables, looked up by key: the flag first, then each
 /// variable in order.
-pub struct Sources<'a> {
+pub struct Values<'a> {
     vars: Vars,
     flags: &'a Flags,
 }
 
-impl<'a> Sources<'a> {
+impl<'a> Values<'a> {
     pub fn read(env: &Env, flags: &'a Flags) -> Result<Self, Error> {
         env.check_unicode("COVERALLS_")?;
         let vars = envy::prefixed("COVERALLS_")
             .from_iter::<_, Vars>(env.pairs())
             .map_err(|err| Error::config(format!("reading COVERALLS_* variables: {err}")))?;
-        Ok(Sources { vars, flags })
+        Ok(Values { vars, flags })
     }
 
     /// The value given for `key`, by flag or variable; `None` where neither is set.
     pub fn given(&self, key: Key) -> Option<Given<'_>> {
         let setting = Setting::of(key);
+        // A command reads only the settings it takes, which its --help and README list.
+        debug_assert!(
+            setting.taken_by(self.flags.cmd),
+            "{key:?} is not a setting of {:?}",
+            self.flags.cmd
+        );
         if let (Some(value), Some(flag)) = (self.flags.get(key), setting.flag) {
             return Some(Given { value, from: flag });
         }
@@ -450,7 +520,7 @@ impl<'a> Sources<'a> {
         })
     }
 
-    /// As [`Sources::given`], else the default value, if the setting has one.
+    /// As [`Values::given`], else the default value, if the setting has one.
     pub fn get(&self, key: Key) -> Option<Given<'_>> {
         self.given(key).or(match Setting::of(key).default {
             Default::Value(value) => Some(Given {
@@ -462,25 +532,16 @@ impl<'a> Sources<'a> {
     }
 }
 
-/// `--help` for `scope`, from the table.
-pub fn help(scope: Scope) -> String {
-    let mut text = match scope {
-        Scope::Serve => format!(
-            "coveralls-finish {} serve\n\
-             Receive CircleCI webhooks and Magnum CI hooks; close the matching Coveralls build.\n\n\
-             Usage: coveralls-finish serve [OPTIONS]\n\nOptions:\n",
-            crate::VERSION
-        ),
-        Scope::Close | Scope::Both => format!(
-            "coveralls-finish {}\n\
-             Close a Coveralls parallel build once every parallel job has uploaded.\n\n\
-             Usage: coveralls-finish [OPTIONS]\n\
-             \x20      coveralls-finish serve [OPTIONS]   (the receiver: serve --help)\n\n\
-             Every flag overrides its variable; an empty variable counts as unset.\n\nOptions:\n",
-            crate::VERSION
-        ),
+/// `--help` for `cmd`, from the tables: its row in [`COMMANDS`], then the flags of the
+/// settings it takes.
+pub fn help(cmd: Cmd) -> String {
+    let def = cmd.def();
+    let name = match def.word {
+        Some(word) => format!("coveralls-finish {} {word}", crate::VERSION),
+        None => format!("coveralls-finish {}", crate::VERSION),
     };
-    for setting in SETTINGS.iter().filter(|s| s.accepted_by(scope)) {
+    let mut text = format!("{name}\n{}\n\n{}\n\nOptions:\n", def.about, def.usage);
+    for setting in SETTINGS.iter().filter(|s| s.taken_by(cmd)) {
         let Some(usage) = setting.usage() else {
             continue;
         };
@@ -491,26 +552,13 @@ pub fn help(scope: Scope) -> String {
         text += &format!(" [default: {}]\n", setting.default_text().replace('`', ""));
     }
     text += "  -h, --help\n      print this help\n  -V, --version\n      print the version\n\n";
-    text += match scope {
-        Scope::Serve => {
-            "Environment: CIRCLECI_WEBHOOK_SECRET (switches /circleci on), MAGNUM_HOOK_SECRET\n\
-             (switches /magnum on), COVERALLS_REPO_TOKEN (the one project without --config).\n\
-             Routes: POST /circleci, POST /magnum?secret=..., GET /healthz.\n\
-             Stops on SIGTERM or SIGINT after answering what is in flight.\n"
-        }
-        Scope::Close | Scope::Both => {
-            "The repo token is read from COVERALLS_REPO_TOKEN only (a Coveralls repo token, or a\n\
-             GitHub Actions GITHUB_TOKEN): never from a flag, where process listings would show it.\n\n\
-             Exit codes: 0 closed (or a failure softened by COVERALLS_FAIL_ON_ERROR=false),\n\
-             1 the close failed, 2 configuration error, 3 a check asked for failed\n\
-             (--expected-jobs, --fail-under; never softened).\n"
-        }
-    };
-    text
+    text + def.notes
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
 
     fn parse_args(args: &[&str]) -> Result<Command, Error> {
@@ -536,7 +584,56 @@ mod tests {
         assert!(err.contains("unknown flag --repo-token"), "{err}");
         let err = parse_args(&["--timeout"]).unwrap_err().to_string();
         assert!(err.contains("--timeout"), "{err}");
-        assert!(parse_args(&["stray"]).is_err());
+        let err = parse_args(&["stray"]).unwrap_err().to_string();
+        assert!(err.contains("unexpected argument"), "{err}");
+        assert!(
+            err.contains("stray") && err.ends_with("; see --help"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_command_has_one_row_and_a_word_of_its_own() {
+        for cmd in [Cmd::Close, Cmd::Serve] {
+            assert_eq!(COMMANDS.iter().filter(|def| def.cmd == cmd).count(), 1);
+            assert_eq!(cmd.def().cmd, cmd);
+        }
+        let words: Vec<_> = COMMANDS.iter().map(|def| def.word).collect();
+        let unique: HashSet<_> = words.iter().collect();
+        assert_eq!(unique.len(), words.len(), "{words:?}");
+        assert_eq!(
+            COMMANDS.iter().filter(|def| def.word.is_none()).count(),
+            1,
+            "exactly one command runs without a word"
+        );
+    }
+
+    #[test]
+    fn every_setting_belongs_to_a_command_and_its_flag_and_variables_are_its_own() {
+        let mut vars = HashSet::new();
+        for setting in SETTINGS {
+            assert!(!setting.commands.is_empty(), "{:?}", setting.key);
+            for var in setting.vars {
+                assert!(var.starts_with("COVERALLS_"), "{var}");
+                assert!(vars.insert(*var), "{var} belongs to two settings");
+            }
+            assert!(!setting.help.is_empty(), "{:?}", setting.key);
+        }
+        for def in COMMANDS {
+            let flags: Vec<_> = SETTINGS
+                .iter()
+                .filter(|s| s.taken_by(def.cmd))
+                .filter_map(|s| s.flag)
+                .collect();
+            let unique: HashSet<_> = flags.iter().collect();
+            assert_eq!(unique.len(), flags.len(), "{:?}: {flags:?}", def.cmd);
+            assert!(!flags.contains(&"--help") && !flags.contains(&"--version"));
+        }
+        let token = Setting::of(Key::RepoToken);
+        assert_eq!(
+            token.flag, None,
+            "a token on a command line shows in process listings"
+        );
     }
 
     #[test]
@@ -548,11 +645,13 @@ mod tests {
         };
         assert_eq!(flags.get(Key::Listen), Some("0.0.0.0:9"));
         assert_eq!(flags.get(Key::Config), Some("p.toml"));
-        assert!(parse_args(&["serve", "--build-number", "1"]).is_err());
-        assert!(parse_args(&["--listen", "x"]).is_err());
+        let err = parse_args(&["serve", "--build-number", "1"]).unwrap_err();
+        assert_eq!(err.to_string(), "unknown flag --build-number; see --help");
+        let err = parse_args(&["--listen", "x"]).unwrap_err();
+        assert_eq!(err.to_string(), "unknown flag --listen; see --help");
         assert!(matches!(
             parse_args(&["serve", "-h"]),
-            Ok(Command::Help(Scope::Serve))
+            Ok(Command::Help(Cmd::Serve))
         ));
     }
 
@@ -565,7 +664,7 @@ mod tests {
         let Command::Close(flags) = parse_args(&["--timeout", "9"]).unwrap() else {
             panic!("expected a close");
         };
-        let sources = Sources::read(&env, &flags).unwrap();
+        let sources = Values::read(&env, &flags).unwrap();
         let from = |key| sources.get(key).map(|g| (g.value, g.from));
         assert_eq!(
             from(Key::BuildNumber),
@@ -582,9 +681,9 @@ mod tests {
 
     #[test]
     fn help_lists_every_flag_with_its_variables_and_default() {
-        for scope in [Scope::Close, Scope::Serve] {
-            let help = help(scope);
-            for setting in SETTINGS.iter().filter(|s| s.accepted_by(scope)) {
+        for def in COMMANDS {
+            let help = help(def.cmd);
+            for setting in SETTINGS.iter().filter(|s| s.taken_by(def.cmd)) {
                 let Some(usage) = setting.usage() else {
                     continue;
                 };

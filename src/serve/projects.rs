@@ -10,7 +10,7 @@ use crate::client::{self, Coveralls};
 use crate::config::{self, Secret};
 use crate::env::Env;
 use crate::error::Error;
-use crate::settings::{Flags, Given, Key, Sources};
+use crate::settings::{Flags, Given, Key, Values};
 
 /// Agents (each with a connection pool of its own) a project's closes take turns on: threads
 /// sharing one pool wait on each other.
@@ -100,7 +100,7 @@ impl Id {
 
 impl Settings {
     pub fn load(flags: &Flags, env: &Env) -> Result<Settings, Error> {
-        let sources = Sources::read(env, flags)?;
+        let sources = Values::read(env, flags)?;
         let (shared, debug) = config::shared(&sources, env)?;
         let listen = sources
             .get(Key::Listen)
