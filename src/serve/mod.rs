@@ -11,6 +11,8 @@ mod http;
 mod log;
 mod magnum;
 mod projects;
+#[allow(dead_code, reason = "wired into the receiver next")]
+mod store;
 
 use std::io::Write;
 use std::net::SocketAddr;
