@@ -43,26 +43,32 @@ pub fn run(
             ui.result(&format!("coveralls-finish {VERSION}"));
             0
         }
-        Ok(Command::Serve(flags)) => match serve(&flags, env, &mut ui) {
-            Ok(()) => 0,
-            Err(error) => {
-                ui.error(&error.to_string());
-                error.exit_code()
+        Ok(Command::Serve(flags) | Command::Deliveries(flags)) => {
+            match receiver(&flags, env, &mut ui) {
+                Ok(()) => 0,
+                Err(error) => {
+                    ui.error(&error.to_string());
+                    error.exit_code()
+                }
             }
-        },
+        }
         Ok(Command::Close(flags)) => close::run(Ok(flags), env, &mut ui),
         Err(error) => close::run(Err(error), env, &mut ui),
     }
 }
 
+/// `serve` and `deliveries`: the receiver and the command that reads its store.
 #[cfg(feature = "serve")]
-fn serve(flags: &settings::Flags, env: &Env, ui: &mut Reporter<'_>) -> Result<(), error::Error> {
-    serve::run(flags, env, ui)
+fn receiver(flags: &settings::Flags, env: &Env, ui: &mut Reporter<'_>) -> Result<(), error::Error> {
+    match flags.cmd {
+        settings::Cmd::Deliveries => serve::deliveries(flags, env, ui),
+        _ => serve::run(flags, env, ui),
+    }
 }
 
 /// The binary the GitHub Action downloads carries only the closer.
 #[cfg(not(feature = "serve"))]
-fn serve(_: &settings::Flags, _: &Env, _: &mut Reporter<'_>) -> Result<(), error::Error> {
+fn receiver(_: &settings::Flags, _: &Env, _: &mut Reporter<'_>) -> Result<(), error::Error> {
     Err(error::Error::config(
         "this coveralls-finish was built without the receiver (cargo feature `serve`); \
          download the coveralls-finish-serve-<target> asset of the release, or run \

@@ -15,6 +15,7 @@ use crate::error::Error;
 pub enum Cmd {
     Close,
     Serve,
+    Deliveries,
 }
 
 /// One row of [`COMMANDS`]: how a command is selected, and the first and last lines of its
@@ -23,6 +24,8 @@ pub struct CommandDef {
     pub cmd: Cmd,
     /// The first argument that selects it; `None` for the closer, which needs none.
     pub word: Option<&'static str>,
+    /// What its operands are, for a command that takes any (after its word).
+    pub operands: Option<&'static str>,
     pub about: &'static str,
     pub usage: &'static str,
     pub notes: &'static str,
@@ -34,6 +37,7 @@ pub const COMMANDS: &[CommandDef] = &[
     CommandDef {
         cmd: Cmd::Close,
         word: None,
+        operands: None,
         about: "Close a Coveralls parallel build once every parallel job has uploaded.",
         usage: "Usage: coveralls-finish [OPTIONS]\n\
                 \x20      coveralls-finish serve [OPTIONS]   (the receiver: serve --help)\n\n\
@@ -47,12 +51,25 @@ pub const COMMANDS: &[CommandDef] = &[
     CommandDef {
         cmd: Cmd::Serve,
         word: Some("serve"),
+        operands: None,
         about: "Receive CircleCI webhooks and Magnum CI hooks; close the matching Coveralls build.",
         usage: "Usage: coveralls-finish serve [OPTIONS]",
         notes: "Environment: CIRCLECI_WEBHOOK_SECRET (switches /circleci on), MAGNUM_HOOK_SECRET\n\
                 (switches /magnum on), COVERALLS_REPO_TOKEN (the one project without --config).\n\
                 Routes: POST /circleci, POST /magnum?secret=..., GET /healthz.\n\
                 Stops on SIGTERM or SIGINT after answering what is in flight.\n",
+    },
+    CommandDef {
+        cmd: Cmd::Deliveries,
+        word: Some("deliveries"),
+        operands: Some("[list | retry ID... | retry --failed | drop ID...]"),
+        about: "List the receiver's deliveries that are not closed; queue them again, or drop them.",
+        usage: "Usage: coveralls-finish deliveries [OPTIONS] [list]\n\
+                \x20      coveralls-finish deliveries [OPTIONS] retry ID... | retry --failed\n\
+                \x20      coveralls-finish deliveries [OPTIONS] drop ID...",
+        notes: "It reads and writes the state file, not the receiver's port: it works while the\n\
+                receiver runs. `retry` makes one attempt due now; a retried close that fails again\n\
+                is failed again.\n",
     },
 ];
 
@@ -360,6 +377,74 @@ settings! {
         input: None,
         help: "a TOML file of projects",
     }
+    State {
+        commands: [Serve, Deliveries],
+        flag: Some("--state"),
+        takes: Takes::Value("FILE"),
+        vars: [finish_state],
+        default: Default::None(
+            "`coveralls-finish.sqlite3` in `$STATE_DIRECTORY` (systemd's), else in the working \
+             directory",
+        ),
+        input: None,
+        help: "the receiver's SQLite file: every delivery accepted, and the closes still to make",
+    }
+    AnswerWait {
+        commands: [Serve],
+        flag: Some("--answer-wait"),
+        takes: Takes::Value("DURATION"),
+        vars: [finish_answer_wait],
+        default: Default::Value("1s"),
+        input: None,
+        help: "how long an answer waits for the first attempt to say `closed` before it says \
+               `queued`; 0s to 8s",
+    }
+    RetrySchedule {
+        commands: [Serve],
+        flag: Some("--retry-schedule"),
+        takes: Takes::Value("DURATIONS"),
+        vars: [finish_retry_schedule],
+        default: Default::Value("5s,30s,2m,10m,30m,1h,2h,4h,8h"),
+        input: None,
+        help: "the waits after each failed attempt at a close, separated by commas; the last \
+               repeats",
+    }
+    RetryFor {
+        commands: [Serve],
+        flag: Some("--retry-for"),
+        takes: Takes::Value("DURATION"),
+        vars: [finish_retry_for],
+        default: Default::Value("72h"),
+        input: None,
+        help: "how long a close that Coveralls keeps failing is tried before it is `failed`",
+    }
+    KeepClosed {
+        commands: [Serve],
+        flag: Some("--keep-closed"),
+        takes: Takes::Value("DURATION"),
+        vars: [finish_keep_closed],
+        default: Default::Value("7d"),
+        input: None,
+        help: "how long a closed delivery is kept, to answer its duplicates",
+    }
+    Json {
+        commands: [Deliveries],
+        flag: Some("--json"),
+        takes: Takes::Bool,
+        vars: [],
+        default: Default::Value("false"),
+        input: None,
+        help: "print the list as JSON",
+    }
+    Failed {
+        commands: [Deliveries],
+        flag: Some("--failed"),
+        takes: Takes::Bool,
+        vars: [],
+        default: Default::Value("false"),
+        input: None,
+        help: "with `retry`: every failed delivery",
+    }
 }
 
 impl Setting {
@@ -396,6 +481,8 @@ impl Setting {
 pub struct Flags {
     pub cmd: Cmd,
     given: Vec<(Key, String)>,
+    /// The arguments that are not flags, for a command that takes any.
+    pub operands: Vec<String>,
 }
 
 impl Flags {
@@ -403,6 +490,7 @@ impl Flags {
         Flags {
             cmd,
             given: Vec::new(),
+            operands: Vec::new(),
         }
     }
 
@@ -419,6 +507,7 @@ impl Flags {
 pub enum Command {
     Close(Flags),
     Serve(Flags),
+    Deliveries(Flags),
     Help(Cmd),
     Version,
 }
@@ -459,11 +548,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, Error>
                 };
                 flags.given.push((setting.key, value));
             }
+            Value(operand) if cmd.def().operands.is_some() => flags.operands.push(text(operand)?),
             other => return Err(usage(other.unexpected())),
         }
     }
     Ok(match cmd {
         Cmd::Serve => Command::Serve(flags),
+        Cmd::Deliveries => Command::Deliveries(flags),
         Cmd::Close => Command::Close(flags),
     })
 }
@@ -594,7 +685,7 @@ mod tests {
 
     #[test]
     fn every_command_has_one_row_and_a_word_of_its_own() {
-        for cmd in [Cmd::Close, Cmd::Serve] {
+        for cmd in [Cmd::Close, Cmd::Serve, Cmd::Deliveries] {
             assert_eq!(COMMANDS.iter().filter(|def| def.cmd == cmd).count(), 1);
             assert_eq!(cmd.def().cmd, cmd);
         }

@@ -7,12 +7,17 @@ compile_error!("the receiver (feature `serve`) needs panic = \"unwind\"; see Car
 
 mod circleci;
 mod dedup;
+mod deliveries;
 mod http;
 mod log;
 mod magnum;
 mod projects;
 #[allow(dead_code, reason = "wired into the receiver next")]
+mod schedule;
+#[allow(dead_code, reason = "wired into the receiver next")]
 mod store;
+
+pub use deliveries::run as deliveries;
 
 use std::io::Write;
 use std::net::SocketAddr;

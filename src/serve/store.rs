@@ -18,7 +18,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fd_lock::{RwLock, RwLockWriteGuard};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
+use crate::env::Env;
 use crate::error::Error;
+use crate::settings::{Key, Values};
 
 /// `PRAGMA application_id`: marks the file as this receiver's ("CFin").
 const APPLICATION_ID: i32 = 0x4346_696e;
@@ -139,6 +141,10 @@ enum Op {
     ),
     Settle(i64, Settle, tokio::sync::oneshot::Sender<Result<(), Error>>),
     Prune(i64, tokio::sync::oneshot::Sender<Result<usize, Error>>),
+    Release(
+        Vec<String>,
+        tokio::sync::oneshot::Sender<Result<usize, Error>>,
+    ),
 }
 
 /// The store, open for the receiver: the only writer of its file.
@@ -215,6 +221,13 @@ impl Store {
         answered.await.unwrap_or_else(|_| Err(writer_gone()))
     }
 
+    /// Make every pending close of these projects due now (their endpoint answers again).
+    pub async fn release(&self, projects: Vec<String>) -> Result<usize, Error> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.send(Op::Release(projects, answer))?;
+        answered.await.unwrap_or_else(|_| Err(writer_gone()))
+    }
+
     fn send(&self, op: Op) -> Result<(), Error> {
         let writer = self.writer.as_ref().ok_or_else(writer_gone)?;
         writer.try_send(op).map_err(|err| match err {
@@ -272,6 +285,23 @@ impl Drop for Store {
 
 fn writer_gone() -> Error {
     Error::unavailable("the store's writer has stopped")
+}
+
+/// The store's file: `--state` or `COVERALLS_FINISH_STATE`; else `coveralls-finish.sqlite3`
+/// in systemd's `StateDirectory=` (its first, where it names several), else in the working
+/// directory. And what named it, for errors.
+pub fn state_path(values: &Values, env: &Env) -> Result<(PathBuf, &'static str), Error> {
+    if let Some(given) = values.given(Key::State) {
+        return Ok((PathBuf::from(given.value.trim()), given.from));
+    }
+    let file = "coveralls-finish.sqlite3";
+    Ok(match env.get("STATE_DIRECTORY")? {
+        Some(dirs) => {
+            let first = dirs.split(':').next().unwrap_or(dirs);
+            (Path::new(first).join(file), "the state file")
+        }
+        None => (PathBuf::from(file), "the state file"),
+    })
 }
 
 /// The lock file beside the store (`PATH.lock`), locked for as long as the process runs and
@@ -349,7 +379,8 @@ pub fn connect(path: &Path, named: &str, create: bool) -> Result<Connection, Err
         connection.busy_timeout(BUSY_TIMEOUT)?;
         // Read before any change: a file that is not SQLite fails here, untouched.
         let _: i64 = connection.query_row("PRAGMA schema_version", [], |row| row.get(0))?;
-        Ok(())
+        // Per connection: a commit is on the disk before it returns.
+        connection.execute_batch("PRAGMA synchronous = FULL")
     };
     setup().map_err(|err| unusable(path, named, &not_sqlite(&err)))?;
     Ok(connection)
@@ -366,28 +397,22 @@ fn not_sqlite(err: &rusqlite::Error) -> String {
 }
 
 /// Check the file is this receiver's (or new and empty), intact, and of a schema this build
-/// knows; then bring it to [`SCHEMA_VERSION`], one migration a transaction.
-fn migrate(connection: &Connection, path: &Path, named: &str) -> Result<(), Error> {
+/// knows: its schema version.
+pub fn check(connection: &Connection, path: &Path, named: &str) -> Result<usize, Error> {
     let fail = |why: String| unusable(path, named, &why);
-    let pragma = |name: &str| -> Result<i64, Error> {
+    let read = |sql: &str| -> Result<i64, Error> {
         connection
-            .query_row(&format!("PRAGMA {name}"), [], |row| row.get(0))
+            .query_row(sql, [], |row| row.get(0))
             .map_err(|err| fail(not_sqlite(&err)))
     };
-    let (application, version) = (pragma("application_id")?, pragma("user_version")?);
-    let tables = pragma("page_count")? > 0
-        && connection
-            .query_row("SELECT count(*) FROM sqlite_schema", [], |row| {
-                row.get::<_, i64>(0)
-            })
-            .map_err(|err| fail(not_sqlite(&err)))?
-            > 0;
-    if application != i64::from(APPLICATION_ID) && (tables || application != 0) {
+    let application = read("PRAGMA application_id")?;
+    let tables = read("SELECT count(*) FROM sqlite_schema")?;
+    if application != i64::from(APPLICATION_ID) && (tables > 0 || application != 0) {
         return Err(fail(
             "a SQLite database of another application, not this receiver's state".to_owned(),
         ));
     }
-    let version = usize::try_from(version).unwrap_or(usize::MAX);
+    let version = usize::try_from(read("PRAGMA user_version")?).unwrap_or(usize::MAX);
     if version > SCHEMA_VERSION {
         return Err(fail(format!(
             "written by a newer coveralls-finish (schema {version}; this one knows up to \
@@ -400,9 +425,16 @@ fn migrate(connection: &Connection, path: &Path, named: &str) -> Result<(), Erro
     if check != "ok" {
         return Err(fail(format!("corrupt (quick_check: {check})")));
     }
-    let setup = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;";
+    Ok(version)
+}
+
+/// [`check`] the file, then bring it to [`SCHEMA_VERSION`], one migration a transaction.
+fn migrate(connection: &Connection, path: &Path, named: &str) -> Result<(), Error> {
+    let version = check(connection, path, named)?;
+    let fail = |why: String| unusable(path, named, &why);
+    // Kept in the file: every connection to it writes ahead.
     connection
-        .execute_batch(setup)
+        .execute_batch("PRAGMA journal_mode = WAL")
         .map_err(|err| fail(err.to_string()))?;
     for (from, migration) in MIGRATIONS.iter().enumerate().skip(version) {
         let to = from + 1;
@@ -464,8 +496,8 @@ impl Writer {
                 (Op::Settle(_, _, answer), result) => {
                     let _ = answer.send(result.map(|_| ()));
                 }
-                (Op::Prune(_, answer), result) => {
-                    let _ = answer.send(result.map(|done| done.pruned));
+                (Op::Prune(_, answer) | Op::Release(_, answer), result) => {
+                    let _ = answer.send(result.map(|done| done.changed));
                 }
             }
         }
@@ -480,19 +512,23 @@ impl Writer {
                     let rows = (&mut self.rows, self.cap);
                     record(&transaction, delivery, rows).map(|recorded| Done {
                         recorded: Some(recorded),
-                        pruned: 0,
+                        changed: 0,
                     })
                 }
                 Op::Settle(id, outcome, _) => settle(&transaction, *id, outcome).map(|()| Done {
                     recorded: None,
-                    pruned: 0,
+                    changed: 0,
                 }),
                 Op::Prune(before, _) => {
-                    prune(&transaction, *before, &mut self.rows).map(|pruned| Done {
+                    prune(&transaction, *before, &mut self.rows).map(|changed| Done {
                         recorded: None,
-                        pruned,
+                        changed,
                     })
                 }
+                Op::Release(projects, _) => release(&transaction, projects).map(|changed| Done {
+                    recorded: None,
+                    changed,
+                }),
             });
         }
         transaction.commit()?;
@@ -503,7 +539,8 @@ impl Writer {
 /// What one operation of a batch came to, before the commit makes it true.
 struct Done {
     recorded: Option<Recorded>,
-    pruned: usize,
+    /// Rows pruned or released.
+    changed: usize,
 }
 
 /// Record `delivery` unless its key is there already; `rows` counts the store's rows, which
@@ -596,6 +633,17 @@ fn settle(transaction: &Transaction, id: i64, outcome: &Settle) -> Result<(), Er
     changed
         .map(|_| ())
         .map_err(|err| Error::unavailable(format!("recording an attempt: {err}")))
+}
+
+fn release(transaction: &Transaction, projects: &[String]) -> Result<usize, Error> {
+    let projects = serde_json::to_string(projects).expect("names serialise");
+    transaction
+        .execute(
+            "UPDATE deliveries SET next_attempt_at = ?1 WHERE state = 'pending' \
+             AND next_attempt_at > ?1 AND project IN (SELECT value FROM json_each(?2))",
+            params![now_ms(), projects],
+        )
+        .map_err(|err| Error::unavailable(format!("releasing closes: {err}")))
 }
 
 fn prune(transaction: &Transaction, before: i64, rows: &mut i64) -> Result<usize, Error> {
