@@ -15,23 +15,43 @@ use crate::error::Error;
 use crate::report::Reporter;
 use crate::settings::{Flags, Key, Values};
 
+/// What the operator asked for.
+enum Action {
+    List { json: bool },
+    Retry(Vec<i64>),
+    RetryFailed,
+    Drop(Vec<i64>),
+}
+
 pub fn run(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
     let values = Values::read(env, flags)?;
+    let action = action(flags, &values)?;
     let (path, named) = store::state_path(&values, env)?;
     let connection = open(&path, named)?;
+    match action {
+        Action::List { json } => list(&connection, json, ui),
+        Action::Retry(ids) => retry(&connection, &ids, ui),
+        Action::RetryFailed => retry_failed(&connection, ui),
+        Action::Drop(ids) => remove(&connection, &ids, ui),
+    }
+}
+
+fn action(flags: &Flags, values: &Values) -> Result<Action, Error> {
     let yes = |key| values.get(key).is_some_and(|given| given.value == "true");
     let operands: Vec<&str> = flags.operands.iter().map(String::as_str).collect();
-    match operands.as_slice() {
-        [] | ["list"] => list(&connection, yes(Key::Json), ui),
-        ["retry"] if yes(Key::Failed) => retry_failed(&connection, ui),
-        ["retry", ids @ ..] if !ids.is_empty() => retry(&connection, &parse_ids(ids)?, ui),
-        ["drop", ids @ ..] if !ids.is_empty() => remove(&connection, &parse_ids(ids)?, ui),
-        _ => Err(Error::config(format!(
-            "deliveries {}: expected list, retry ID..., retry --failed or drop ID...; see \
-             deliveries --help",
-            operands.join(" ")
-        ))),
-    }
+    Ok(match operands.as_slice() {
+        [] | ["list"] => Action::List { json: yes(Key::Json) },
+        ["retry"] if yes(Key::Failed) => Action::RetryFailed,
+        ["retry", ids @ ..] if !ids.is_empty() => Action::Retry(parse_ids(ids)?),
+        ["drop", ids @ ..] if !ids.is_empty() => Action::Drop(parse_ids(ids)?),
+        _ => {
+            return Err(Error::config(format!(
+                "deliveries {}: expected list, retry ID..., retry --failed or drop ID...; see \
+                 deliveries --help",
+                operands.join(" ")
+            )));
+        }
+    })
 }
 
 /// The store, which must exist already and be of this build's schema: this command creates
