@@ -280,7 +280,7 @@ fn debug(sources: &Values, env: &Env) -> Result<bool, Error> {
     Ok(boolean(sources, Key::Debug)? || runner_debug)
 }
 
-fn boolean(sources: &Values, key: Key) -> Result<bool, Error> {
+pub fn boolean(sources: &Values, key: Key) -> Result<bool, Error> {
     let given = sources.get(key).expect("a boolean has a default");
     match given.value.trim() {
         "true" | "True" | "TRUE" => Ok(true),

@@ -37,11 +37,13 @@ pub fn run(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
 }
 
 fn action(flags: &Flags, values: &Values) -> Result<Action, Error> {
-    let yes = |key| values.get(key).is_some_and(|given| given.value == "true");
+    let yes = |key| crate::config::boolean(values, key);
     let operands: Vec<&str> = flags.operands.iter().map(String::as_str).collect();
     Ok(match operands.as_slice() {
-        [] | ["list"] => Action::List { json: yes(Key::Json) },
-        ["retry"] if yes(Key::Failed) => Action::RetryFailed,
+        [] | ["list"] => Action::List {
+            json: yes(Key::Json)?,
+        },
+        ["retry"] if yes(Key::Failed)? => Action::RetryFailed,
         ["retry", ids @ ..] if !ids.is_empty() => Action::Retry(parse_ids(ids)?),
         ["drop", ids @ ..] if !ids.is_empty() => Action::Drop(parse_ids(ids)?),
         _ => {
