@@ -11,6 +11,8 @@ mod deliveries;
 mod http;
 mod log;
 mod magnum;
+#[allow(dead_code, reason = "wired into the receiver next")]
+mod metrics;
 mod projects;
 #[allow(dead_code, reason = "wired into the receiver next")]
 mod schedule;
