@@ -53,7 +53,7 @@ fn finish(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
     ui.log(&format!(
         "coveralls-finish {}: {doing} build {} (from {}) at {endpoint}",
         crate::VERSION,
-        build.number,
+        build.number(),
         build.number_from
     ));
     if endpoint.starts_with("http://") && !is_loopback(endpoint) {
@@ -99,7 +99,7 @@ fn say_closed(build: &Build, closed: &Closed, figures: Option<Figures>, ui: &mut
     let url = closed.url.as_deref().unwrap_or("(no URL in the answer)");
     ui.result(&format!(
         "closed build {}: {jobs}{coverage}, {url}",
-        build.number
+        build.number()
     ));
     if closed.jobs == Some(0) {
         let why = match build.carryforward.is_empty() {
@@ -111,7 +111,7 @@ fn say_closed(build: &Build, closed: &Closed, figures: Option<Figures>, ui: &mut
         };
         ui.warning(&format!(
             "Coveralls closed build {} with 0 jobs: no upload reached this build number; {why}",
-            build.number
+            build.number()
         ));
     }
 }
@@ -124,7 +124,7 @@ fn no_token(config: &Config, ui: &mut Reporter<'_>) -> Result<(), Error> {
             "skipped: no Coveralls token in a pull request from a fork (or from Dependabot), \
              whose jobs get no secrets; COVERALLS_REQUIRE_TOKEN=true makes this a failure",
         );
-        if let Err(err) = ui.outputs(&[("build-number", &config.build.number)]) {
+        if let Err(err) = ui.outputs(&[("build-number", config.build.number())]) {
             ui.warning(&format!("{err:#}"));
         }
         return Ok(());
@@ -161,7 +161,7 @@ fn dry_run(config: &Config, ui: &mut Reporter) -> Result<(), Error> {
     if config.token.is_none() {
         ui.warning("COVERALLS_REPO_TOKEN is not set: a real run would stop here (exit 2)");
     }
-    if let Err(err) = ui.outputs(&[("build-number", &config.build.number)]) {
+    if let Err(err) = ui.outputs(&[("build-number", config.build.number())]) {
         ui.warning(&format!("{err:#}"));
     }
     Ok(())
@@ -176,10 +176,10 @@ fn publish(config: &Config, outcome: Outcome<'_>, ui: &mut Reporter<'_>) {
     let build = &config.build;
     let mut rows = vec![(
         "Build number",
-        format!("`{}` ({})", cell(&build.number), cell(&build.number_from)),
+        format!("`{}` ({})", cell(build.number()), cell(&build.number_from)),
     )];
     let mut outputs = Vec::new();
-    let number = ("build-number", build.number.clone());
+    let number = ("build-number", build.number().to_owned());
     let title = match outcome {
         Ok((closed, figures, passed)) => {
             closed_rows(config, closed, figures, &mut rows);
@@ -265,13 +265,13 @@ fn flags(build: &Build) -> String {
 
 fn describe(config: &Config) -> String {
     let (build, coveralls) = (&config.build, &config.coveralls);
-    let head = &build.head;
+    let (head, sent) = (&build.head, build.fields());
     let token = match config.token {
         Some(_) => "set (redacted)",
         None => "not set",
     };
     let carryforward = build.carryforward.join(",");
-    let number = format!("{} (from {})", build.number, build.number_from);
+    let number = format!("{} (from {})", build.number(), build.number_from);
     let (retries, timeout) = (
         coveralls.retries.to_string(),
         format!("{:?}", coveralls.timeout),
@@ -282,14 +282,14 @@ fn describe(config: &Config) -> String {
         ("repo token", Some(token)),
         ("build number", Some(&number)),
         ("CI", config.ci.or(Some("none detected"))),
-        ("service_name", build.service_name.as_deref()),
-        ("repo_name", build.repo_name.as_deref()),
-        ("service_job_id", build.job_id.as_deref()),
-        ("service_attempt", build.attempt.as_deref()),
-        ("service_branch", build.branch.as_deref()),
-        ("service_pull_request", build.pull_request.as_deref()),
-        ("service_build_url", build.build_url.as_deref()),
-        ("commit_sha", build.commit.as_deref()),
+        ("service_name", sent.service_name.as_deref()),
+        ("repo_name", sent.repo_name.as_deref()),
+        ("service_job_id", sent.job_id.as_deref()),
+        ("service_attempt", sent.attempt.as_deref()),
+        ("service_branch", sent.branch.as_deref()),
+        ("service_pull_request", sent.pull_request.as_deref()),
+        ("service_build_url", sent.build_url.as_deref()),
+        ("commit_sha", sent.commit.as_deref()),
         ("author", head.author_name.as_deref()),
         ("author email", head.author_email.as_deref()),
         ("committer", head.committer_name.as_deref()),

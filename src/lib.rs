@@ -11,6 +11,7 @@ mod config;
 mod env;
 mod error;
 mod event;
+mod fields;
 mod random;
 mod report;
 #[cfg(feature = "serve")]
