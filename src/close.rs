@@ -143,17 +143,12 @@ fn no_token(config: &Config, ui: &mut Reporter<'_>) -> Result<(), Error> {
 }
 
 fn dry_run(config: &Config, ui: &mut Reporter) -> Result<(), Error> {
-    let shown_token = match config.token {
-        Some(_) => "***",
-        None => "(COVERALLS_REPO_TOKEN is not set)",
-    };
-    let body = client::body(&config.build, shown_token);
-    let json = serde_json::to_string_pretty(&body).expect("JSON serialises");
     ui.result(&format!(
         "dry run: nothing is sent; the request would be\n\
-         POST {}\nContent-Type: application/json\nUser-Agent: {}\n\n{json}",
+         POST {}\nContent-Type: application/json\nUser-Agent: {}\n\n{}",
         client::webhook_url(&config.coveralls.endpoint),
-        client::USER_AGENT
+        client::USER_AGENT,
+        shown_body(config)
     ));
     if let Some(checks) = config.checks.describe() {
         ui.result(&format!("after the close it would {checks}"));
@@ -263,53 +258,35 @@ fn flags(build: &Build) -> String {
     quoted.join(", ")
 }
 
+/// The settings, for debug output: the body as it would be sent (the token redacted), then
+/// what is not in it.
 fn describe(config: &Config) -> String {
-    let (build, coveralls) = (&config.build, &config.coveralls);
-    let (head, sent) = (&build.head, build.fields());
-    let token = match config.token {
-        Some(_) => "set (redacted)",
-        None => "not set",
-    };
-    let carryforward = build.carryforward.join(",");
-    let number = format!("{} (from {})", build.number(), build.number_from);
-    let (retries, timeout) = (
-        coveralls.retries.to_string(),
-        format!("{:?}", coveralls.timeout),
-    );
-    let longest = format!("{:?}", longest_run(coveralls));
-    let lines: [(&str, Option<&str>); 20] = [
-        ("endpoint", Some(&coveralls.endpoint)),
-        ("repo token", Some(token)),
-        ("build number", Some(&number)),
-        ("CI", config.ci.or(Some("none detected"))),
-        ("service_name", sent.service_name.as_deref()),
-        ("repo_name", sent.repo_name.as_deref()),
-        ("service_job_id", sent.job_id.as_deref()),
-        ("service_attempt", sent.attempt.as_deref()),
-        ("service_branch", sent.branch.as_deref()),
-        ("service_pull_request", sent.pull_request.as_deref()),
-        ("service_build_url", sent.build_url.as_deref()),
-        ("commit_sha", sent.commit.as_deref()),
-        ("author", head.author_name.as_deref()),
-        ("author email", head.author_email.as_deref()),
-        ("committer", head.committer_name.as_deref()),
-        ("committer email", head.committer_email.as_deref()),
-        (
-            "carryforward",
-            Some(&carryforward)
-                .filter(|c| !c.is_empty())
-                .map(|c| c.as_str()),
+    let coveralls = &config.coveralls;
+    let checks = config.checks.describe();
+    let mut text = vec![
+        shown_body(config),
+        format!("endpoint: {}", coveralls.endpoint),
+        format!("CI: {}", config.ci.unwrap_or("none detected")),
+        format!("retries: {}", coveralls.retries),
+        format!("timeout: {:?}", coveralls.timeout),
+        format!("longest run: {:?}", longest_run(coveralls)),
+        format!(
+            "after the close: {}",
+            checks.as_deref().unwrap_or("no checks")
         ),
-        ("retries", Some(&retries)),
-        ("timeout", Some(&timeout)),
-        ("longest run", Some(&longest)),
     ];
-    let mut text: Vec<String> = lines
-        .iter()
-        .map(|(name, value)| format!("{name}: {}", value.unwrap_or("(none)")))
-        .collect();
     text.extend(config.notes.iter().cloned());
     text.join("\n")
+}
+
+/// The request's body as JSON, with the token shown as `***`, or said to be missing.
+fn shown_body(config: &Config) -> String {
+    let shown_token = match config.token {
+        Some(_) => "***",
+        None => "(COVERALLS_REPO_TOKEN is not set)",
+    };
+    let body = client::body(&config.build, shown_token);
+    serde_json::to_string_pretty(&body).expect("JSON serialises")
 }
 
 /// The bound on a whole run: every attempt timing out, and the longest wait between each.

@@ -597,11 +597,13 @@ fn debug_shows_settings_and_answers_but_not_the_token() {
         .env("COVERALLS_DEBUG", "true")
         .run();
     assert_eq!(out.code, 0, "{out:#?}");
+    // The settings start with the body, the token in it redacted.
     assert!(
-        out.stderr.contains("debug:   repo token: set (redacted)"),
+        out.stderr.contains("debug:     \"repo_token\": \"***\","),
         "{}",
         out.stderr
     );
+    assert!(!out.all_output().contains(TOKEN), "{out:#?}");
     assert!(
         out.stderr.contains("debug: answer: 200 OK"),
         "{}",

@@ -589,9 +589,11 @@ fn the_dry_run_and_debug_show_every_field_sent() {
     ] {
         assert!(out.stdout.contains(field), "{field}: {}", out.stdout);
     }
+    // Debug output shows the body too, then the settings that are not in it.
     for line in [
-        "debug:   service_branch: main",
-        "debug:   service_job_id: 3",
+        r#"debug:     "service_branch": "main","#,
+        r#"debug:     "service_job_id": "3""#,
+        "debug:   CI: CircleCI",
     ] {
         assert!(out.stderr.contains(line), "{line}: {}", out.stderr);
     }
