@@ -418,6 +418,11 @@ fn configuration_errors_exit_2_and_send_nothing() {
             "the proxy password is not printed"
         );
     }
+    assert!(server.requests().is_empty());
+}
+
+#[test]
+fn an_unknown_flag_exits_2() {
     let out = finish().arg("--no-such-flag").run();
     assert_eq!(out.code, 2);
     assert!(
@@ -425,7 +430,6 @@ fn configuration_errors_exit_2_and_send_nothing() {
         "{}",
         out.stderr
     );
-    assert!(server.requests().is_empty());
 }
 
 #[cfg(unix)]
