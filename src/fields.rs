@@ -38,15 +38,18 @@ macro_rules! fields {
 
             /// Each field's value made into another, field by field in the order above; the
             /// first error stops it.
-            pub fn try_map<U, E>(self, mut f: impl FnMut(T) -> Result<U, E>) -> Result<Fields<U>, E> {
+            pub fn try_map<U, E>(
+                self,
+                mut f: impl FnMut(T) -> Result<U, E>,
+            ) -> Result<Fields<U>, E> {
                 Ok(Fields { $($field: f(self.$field)?,)* })
             }
         }
     };
 }
 
-// In the order coverage-reporter's `CI::Options` lists them; the body sends each only when
-// it is known.
+// coverage-reporter's `CI::Options`. The body sends each only when it is known, its keys
+// sorted.
 fields! {
     /// The CI, as the uploads name it.
     service_name: "service_name",
