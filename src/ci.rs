@@ -1,10 +1,14 @@
 //! Which CI we run on, and everything it tells about the build, read in one pass.
 //!
-//! The close must carry the same `service_number` as the parallel uploads, so this table
-//! mirrors what the official reporter (coverage-reporter) and the other reporters read.
+//! The close must carry the same `service_number` as the parallel uploads, so each row says
+//! what the official reporter (coverage-reporter) reads, as its `ci/<name>.cr` does; under
+//! every row, field by field, lies its generic CI ([`GENERIC`]), as its `config.cr` merges it.
 
 use crate::env::Env;
 use crate::error::Error;
+use crate::fields::Fields;
+
+use Read::{First, Nothing, PullRef, TrailingNumber, Unless, Value, Var, VarOr, With};
 
 /// How a CI is recognised.
 enum Detect {
@@ -14,26 +18,27 @@ enum Detect {
     Equals(&'static str, &'static str),
 }
 
-/// The `service_name` a CI's uploads send.
-enum ServiceName {
-    Fixed(&'static str),
-    /// The variable's value, else the fixed name (if any).
-    VarOr(&'static str, Option<&'static str>),
-}
-
-/// Where a CI keeps one value.
-enum Source {
-    None,
+/// How a CI keeps one field of the build.
+#[derive(Clone, Copy)]
+enum Read {
+    /// It does not.
+    Nothing,
+    /// This value, whatever the environment says (most CIs' `service_name`).
+    Value(&'static str),
+    /// This variable.
+    Var(&'static str),
     /// The first of these variables that is set.
-    Var(&'static [&'static str]),
+    First(&'static [&'static str]),
+    /// This variable, else this value.
+    VarOr(&'static str, &'static str),
     /// The number at the end of this variable's value (the URL of a pull request).
     TrailingNumber(&'static str),
     /// This variable, unless it holds this value (Travis CI says `false` for no pull request).
     Unless(&'static str, &'static str),
     /// `N` of `refs/pull/N/merge` in this variable (GitHub's `GITHUB_REF`).
     PullRef(&'static str),
-    /// The run's page on GitHub: `$GITHUB_SERVER_URL/$GITHUB_REPOSITORY/actions/runs/$GITHUB_RUN_ID`.
-    GitHubRun,
+    /// Worked out by a function beside its row, from several variables.
+    With(fn(&Env) -> Result<Option<String>, Error>),
 }
 
 /// Where the head commit's author, committer and message come from, beyond the variables
@@ -47,188 +52,234 @@ pub enum HeadFrom {
     GitLab,
 }
 
-/// One row of the table: a CI and where it keeps what the close sends.
+/// One row of the table: a CI, and how it keeps each field of the build.
 pub struct Ci {
     pub name: &'static str,
     detect: Detect,
-    service_name: ServiceName,
-    /// Where the build number is; `None` for CIs whose uploads use no build number.
-    number: Option<&'static str>,
-    attempt: Source,
-    repo_name: Source,
-    commit: Source,
-    branch: Source,
-    pull_request: Source,
-    build_url: Source,
-    job_id: Source,
+    read: Fields<Read>,
     head: HeadFrom,
 }
 
-/// The fields most rows leave empty.
+/// A row's fields before it names its own: none read.
+const NONE: Fields<Read> = Fields::splat(Nothing);
+
+/// The rest of a row, as most rows have it.
 const ROW: Ci = Ci {
     name: "",
     detect: Detect::AnySet(&[]),
-    service_name: ServiceName::Fixed(""),
-    number: None,
-    attempt: Source::None,
-    repo_name: Source::None,
-    commit: Source::None,
-    branch: Source::None,
-    pull_request: Source::None,
-    build_url: Source::None,
-    job_id: Source::None,
+    read: NONE,
     head: HeadFrom::Variables,
 };
 
-/// What Magnum CI and any other CI that follows its `CI_*` convention set.
+/// coverage-reporter's generic CI (`ci/generic.cr`), and the commit as this tool read it
+/// before: read under every row where the row itself finds nothing, and the row used where
+/// no CI of [`TABLE`] is detected.
 const GENERIC: Ci = Ci {
-    number: Some("CI_BUILD_NUMBER"),
-    commit: Source::Var(&["CI_COMMIT", "CI_COMMIT_ID", "GIT_ID"]),
-    branch: Source::Var(&["CI_BRANCH"]),
-    pull_request: Source::TrailingNumber("CI_PULL_REQUEST"),
-    build_url: Source::Var(&["CI_BUILD_URL"]),
-    job_id: Source::Var(&["CI_JOB_ID"]),
+    name: "a generic CI (CI_NAME)",
+    detect: Detect::AnySet(&["CI_NAME", "CI_BUILD_NUMBER"]),
+    read: Fields {
+        service_name: Var("CI_NAME"),
+        number: Var("CI_BUILD_NUMBER"),
+        job_id: Var("CI_JOB_ID"),
+        build_url: Var("CI_BUILD_URL"),
+        branch: Var("CI_BRANCH"),
+        pull_request: TrailingNumber("CI_PULL_REQUEST"),
+        commit: First(&["CI_COMMIT", "CI_COMMIT_ID", "GIT_ID"]),
+        ..NONE
+    },
     ..ROW
 };
 
-/// First match wins. `CIRCLE_BUILD_NUM` is a job number, not a workflow's: using it would
+/// First match wins; [`GENERIC`] only where none does. `CIRCLE_BUILD_NUM` is a job number, not a workflow's: using it would
 /// split the build, so CircleCI reads the workflow id like every reporter does.
 const TABLE: &[Ci] = &[
     Ci {
         name: "CircleCI",
         detect: Detect::AnySet(&["CIRCLECI"]),
-        service_name: ServiceName::Fixed("circleci"),
-        number: Some("CIRCLE_WORKFLOW_ID"),
-        commit: Source::Var(&["CIRCLE_SHA1"]),
-        branch: Source::Var(&["CIRCLE_BRANCH"]),
-        pull_request: Source::TrailingNumber("CI_PULL_REQUEST"),
-        build_url: Source::Var(&["CIRCLE_BUILD_URL"]),
-        job_id: Source::Var(&["CIRCLE_BUILD_NUM"]),
+        read: Fields {
+            service_name: Value("circleci"),
+            number: Var("CIRCLE_WORKFLOW_ID"),
+            build_url: Var("CIRCLE_BUILD_URL"),
+            pull_request: TrailingNumber("CI_PULL_REQUEST"),
+            job_id: Var("CIRCLE_BUILD_NUM"),
+            branch: Var("CIRCLE_BRANCH"),
+            commit: Var("CIRCLE_SHA1"),
+            ..NONE
+        },
         ..ROW
     },
     Ci {
         name: "GitHub Actions",
         detect: Detect::AnySet(&["GITHUB_ACTIONS"]),
-        service_name: ServiceName::Fixed("github"),
-        number: Some("GITHUB_RUN_ID"),
-        attempt: Source::Var(&["GITHUB_RUN_ATTEMPT"]),
-        repo_name: Source::Var(&["GITHUB_REPOSITORY"]),
-        commit: Source::Var(&["GITHUB_SHA"]),
-        branch: Source::Var(&["GITHUB_HEAD_REF", "GITHUB_REF_NAME"]),
-        pull_request: Source::PullRef("GITHUB_REF"),
-        build_url: Source::GitHubRun,
-        job_id: Source::Var(&["GITHUB_JOB"]),
+        read: Fields {
+            service_name: Value("github"),
+            repo_name: Var("GITHUB_REPOSITORY"),
+            number: Var("GITHUB_RUN_ID"),
+            job_id: Var("GITHUB_JOB"),
+            branch: First(&["GITHUB_HEAD_REF", "GITHUB_REF_NAME"]),
+            build_url: With(github_run_url),
+            pull_request: PullRef("GITHUB_REF"),
+            attempt: Var("GITHUB_RUN_ATTEMPT"),
+            commit: Var("GITHUB_SHA"),
+            ..NONE
+        },
         head: HeadFrom::GitHubEvent,
     },
     Ci {
         name: "GitLab CI",
         detect: Detect::AnySet(&["GITLAB_CI"]),
-        service_name: ServiceName::Fixed("gitlab-ci"),
-        number: Some("CI_PIPELINE_IID"),
-        commit: Source::Var(&["CI_COMMIT_SHA"]),
-        branch: Source::Var(&["CI_COMMIT_REF_NAME"]),
-        pull_request: Source::Var(&["CI_MERGE_REQUEST_IID"]),
-        build_url: Source::Var(&["CI_PIPELINE_URL"]),
-        job_id: Source::Var(&["CI_JOB_NAME"]),
+        read: Fields {
+            service_name: Value("gitlab-ci"),
+            number: Var("CI_PIPELINE_IID"),
+            build_url: Var("CI_PIPELINE_URL"),
+            job_id: Var("CI_JOB_NAME"),
+            pull_request: Var("CI_MERGE_REQUEST_IID"),
+            branch: Var("CI_COMMIT_REF_NAME"),
+            commit: Var("CI_COMMIT_SHA"),
+            ..NONE
+        },
         head: HeadFrom::GitLab,
-        ..ROW
     },
     Ci {
         name: "Travis CI",
         detect: Detect::AnySet(&["TRAVIS"]),
-        service_name: ServiceName::Fixed("travis-ci"),
-        number: Some("TRAVIS_BUILD_NUMBER"),
-        commit: Source::Var(&["TRAVIS_COMMIT"]),
-        branch: Source::Var(&["TRAVIS_BRANCH"]),
-        pull_request: Source::Unless("TRAVIS_PULL_REQUEST", "false"),
-        build_url: Source::Var(&["TRAVIS_BUILD_WEB_URL"]),
-        job_id: Source::Var(&["TRAVIS_JOB_NUMBER"]),
+        read: Fields {
+            service_name: Value("travis-ci"),
+            number: Var("TRAVIS_BUILD_NUMBER"),
+            branch: Var("TRAVIS_BRANCH"),
+            job_id: Var("TRAVIS_JOB_NUMBER"),
+            build_url: Var("TRAVIS_BUILD_WEB_URL"),
+            pull_request: Unless("TRAVIS_PULL_REQUEST", "false"),
+            commit: Var("TRAVIS_COMMIT"),
+            ..NONE
+        },
         ..ROW
     },
     Ci {
         name: "Semaphore",
         detect: Detect::AnySet(&["SEMAPHORE"]),
-        service_name: ServiceName::Fixed("semaphore"),
-        number: Some("SEMAPHORE_WORKFLOW_ID"),
-        commit: Source::Var(&["SEMAPHORE_GIT_SHA"]),
-        branch: Source::Var(&["SEMAPHORE_GIT_WORKING_BRANCH"]),
-        pull_request: Source::Var(&["SEMAPHORE_GIT_PR_NUMBER"]),
-        job_id: Source::Var(&["SEMAPHORE_JOB_ID"]),
+        read: Fields {
+            service_name: Value("semaphore"),
+            number: Var("SEMAPHORE_WORKFLOW_ID"),
+            job_id: Var("SEMAPHORE_JOB_ID"),
+            branch: Var("SEMAPHORE_GIT_WORKING_BRANCH"),
+            pull_request: Var("SEMAPHORE_GIT_PR_NUMBER"),
+            commit: Var("SEMAPHORE_GIT_SHA"),
+            ..NONE
+        },
         ..ROW
     },
     Ci {
         name: "Jenkins",
         detect: Detect::AnySet(&["JENKINS_URL", "JENKINS_HOME"]),
-        service_name: ServiceName::Fixed("jenkins"),
-        number: Some("BUILD_NUMBER"),
-        commit: Source::Var(&["GIT_COMMIT"]),
-        branch: Source::Var(&["BRANCH_NAME", "CHANGE_BRANCH"]),
-        pull_request: Source::Var(&["CHANGE_ID"]),
-        build_url: Source::Var(&["BUILD_URL"]),
-        job_id: Source::Var(&["BUILD_ID"]),
+        read: Fields {
+            service_name: Value("jenkins"),
+            number: Var("BUILD_NUMBER"),
+            job_id: Var("BUILD_ID"),
+            branch: First(&["BRANCH_NAME", "CHANGE_BRANCH"]),
+            build_url: Var("BUILD_URL"),
+            pull_request: Var("CHANGE_ID"),
+            commit: Var("GIT_COMMIT"),
+            ..NONE
+        },
         ..ROW
     },
     Ci {
         name: "AppVeyor",
         detect: Detect::AnySet(&["APPVEYOR"]),
-        service_name: ServiceName::Fixed("appveyor"),
-        number: Some("APPVEYOR_BUILD_VERSION"),
-        commit: Source::Var(&["APPVEYOR_REPO_COMMIT"]),
-        branch: Source::Var(&["APPVEYOR_REPO_BRANCH"]),
-        pull_request: Source::Var(&["APPVEYOR_PULL_REQUEST_NUMBER"]),
-        job_id: Source::Var(&["APPVEYOR_BUILD_ID"]),
+        read: Fields {
+            service_name: Value("appveyor"),
+            number: Var("APPVEYOR_BUILD_VERSION"),
+            job_id: Var("APPVEYOR_BUILD_ID"),
+            branch: Var("APPVEYOR_REPO_BRANCH"),
+            pull_request: Var("APPVEYOR_PULL_REQUEST_NUMBER"),
+            commit: Var("APPVEYOR_REPO_COMMIT"),
+            ..NONE
+        },
         ..ROW
     },
+    // The generic variables are Magnum CI's own: all but its name come from the base.
     Ci {
         name: "Magnum CI",
         detect: Detect::Equals("MAGNUM", "true"),
-        service_name: ServiceName::VarOr("CI_NAME", Some("magnum")),
-        ..GENERIC
-    },
-    Ci {
-        name: "a generic CI (CI_NAME)",
-        detect: Detect::AnySet(&["CI_NAME", "CI_BUILD_NUMBER"]),
-        service_name: ServiceName::VarOr("CI_NAME", None),
-        ..GENERIC
+        read: Fields {
+            service_name: VarOr("CI_NAME", "magnum"),
+            number: Var("CI_BUILD_NUMBER"),
+            ..NONE
+        },
+        ..ROW
     },
     // These set no build number that the reporters use: the user has to give one.
     Ci {
         name: "Buildkite",
         detect: Detect::AnySet(&["BUILDKITE"]),
-        service_name: ServiceName::Fixed("buildkite"),
+        read: Fields {
+            service_name: Value("buildkite"),
+            ..NONE
+        },
         ..ROW
     },
     Ci {
         name: "Drone",
         detect: Detect::AnySet(&["DRONE"]),
-        service_name: ServiceName::Fixed("drone"),
+        read: Fields {
+            service_name: Value("drone"),
+            ..NONE
+        },
         ..ROW
     },
     Ci {
         name: "Azure Pipelines",
         detect: Detect::AnySet(&["TF_BUILD"]),
-        service_name: ServiceName::Fixed("azure-pipelines"),
+        read: Fields {
+            service_name: Value("azure-pipelines"),
+            ..NONE
+        },
         ..ROW
     },
     Ci {
         name: "Codefresh",
         detect: Detect::AnySet(&["CF_BUILD_ID"]),
-        service_name: ServiceName::Fixed("codefresh"),
+        read: Fields {
+            service_name: Value("codefresh"),
+            ..NONE
+        },
         ..ROW
     },
     Ci {
         name: "Bitrise",
         detect: Detect::AnySet(&["BITRISE_IO"]),
-        service_name: ServiceName::Fixed("bitrise"),
+        read: Fields {
+            service_name: Value("bitrise"),
+            ..NONE
+        },
         ..ROW
     },
     Ci {
         name: "TeamCity",
         detect: Detect::AnySet(&["TEAMCITY_VERSION"]),
-        service_name: ServiceName::Fixed("teamcity"),
+        read: Fields {
+            service_name: Value("teamcity"),
+            ..NONE
+        },
         ..ROW
     },
 ];
+
+/// GitHub Actions' `service_build_url`, the run's page:
+/// `$GITHUB_SERVER_URL/$GITHUB_REPOSITORY/actions/runs/$GITHUB_RUN_ID`.
+fn github_run_url(env: &Env) -> Result<Option<String>, Error> {
+    let server = var(env, "GITHUB_SERVER_URL")?;
+    let repository = var(env, "GITHUB_REPOSITORY")?;
+    let run = var(env, "GITHUB_RUN_ID")?;
+    Ok(match (server, repository, run) {
+        (Some(server), Some(repository), Some(run)) => Some(format!(
+            "{}/{repository}/actions/runs/{run}",
+            server.trim_end_matches('/')
+        )),
+        _ => None,
+    })
+}
 
 impl Ci {
     fn matches(&self, env: &Env) -> bool {
@@ -239,51 +290,62 @@ impl Ci {
     }
 }
 
+/// A value the environment gave, and the variable it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    pub value: String,
+    /// The variable, for logs and hints (`GITHUB_RUN_ID`); `None` for a value that the row
+    /// fixes, or works out from several variables.
+    pub from: Option<&'static str>,
+}
+
+impl Found {
+    fn fixed(value: &str) -> Found {
+        Found {
+            value: value.to_owned(),
+            from: None,
+        }
+    }
+
+    /// The part of the value that `part` picks, as from the same variable.
+    fn part(self, part: impl FnOnce(&str) -> Option<String>) -> Option<Found> {
+        let value = part(&self.value)?;
+        Some(Found { value, ..self })
+    }
+}
+
 /// What the detected CI says about the build; all empty where no CI was detected.
 #[derive(Default)]
 pub struct Detected {
     ci: Option<&'static Ci>,
-    pub service_name: Option<String>,
-    /// The build number and the variable it came from.
-    pub number: Option<(String, &'static str)>,
-    pub attempt: Option<String>,
-    pub repo_name: Option<String>,
-    pub commit: Option<String>,
-    pub branch: Option<String>,
-    pub pull_request: Option<String>,
-    pub build_url: Option<String>,
-    pub job_id: Option<String>,
-    /// Where else the head commit's details are to be found.
-    pub head_from: Option<HeadFrom>,
+    /// Each field, with the variable it came from.
+    pub found: Fields<Option<Found>>,
 }
 
-/// The first CI in the table whose variables are present, and what it tells.
+/// The first CI in the table whose variables are present (else the generic CI, if its are),
+/// and what it tells, with the generic CI's variables where it tells nothing.
 pub fn detect(env: &Env) -> Result<Detected, Error> {
-    let Some(ci) = TABLE.iter().find(|ci| ci.matches(env)) else {
+    let detected = TABLE.iter().find(|ci| ci.matches(env));
+    let Some(ci) = detected.or_else(|| GENERIC.matches(env).then_some(&GENERIC)) else {
         return Ok(Detected::default());
     };
-    let read = |source: &Source| source.read(env);
-    let service_name = match ci.service_name {
-        ServiceName::Fixed(name) => Some(name.to_owned()),
-        ServiceName::VarOr(name, fixed) => var(env, name)?.or(fixed.map(str::to_owned)),
-    };
-    let number = match ci.number {
-        Some(name) => var(env, name)?.map(|number| (number, name)),
-        None => None,
-    };
+    // Under the generic CI itself, the base reads the same variables again, to no effect.
+    let found = ci
+        .read
+        .zip(GENERIC.read)
+        .try_map(|(own, generic)| match own.read(env)? {
+            Some(found) => Ok(Some(found)),
+            None => generic.read(env),
+        })?;
     Ok(Detected {
         ci: Some(ci),
-        service_name,
-        number,
-        attempt: read(&ci.attempt)?,
-        repo_name: read(&ci.repo_name)?,
-        commit: read(&ci.commit)?,
-        branch: read(&ci.branch)?,
-        pull_request: read(&ci.pull_request)?,
-        build_url: read(&ci.build_url)?,
-        job_id: read(&ci.job_id)?,
-        head_from: Some(ci.head),
+        found,
     })
+}
+
+/// Every CI's name, the generic one last.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    TABLE.iter().chain([&GENERIC]).map(|ci| ci.name)
 }
 
 /// A variable's value, trimmed; `None` where it is unset or blank.
@@ -291,27 +353,45 @@ fn var(env: &Env, name: &str) -> Result<Option<String>, Error> {
     env.first_text(&[name])
 }
 
-impl Source {
-    fn read(&self, env: &Env) -> Result<Option<String>, Error> {
-        Ok(match *self {
-            Source::None => None,
-            Source::Var(names) => env.first_text(names)?,
-            Source::TrailingNumber(name) => var(env, name)?.and_then(|url| trailing_number(&url)),
-            Source::Unless(name, none) => var(env, name)?.filter(|value| value != none),
-            Source::PullRef(name) => var(env, name)?.and_then(|r| pull_number(&r)),
-            Source::GitHubRun => {
-                let server = var(env, "GITHUB_SERVER_URL")?;
-                let repository = var(env, "GITHUB_REPOSITORY")?;
-                let run = var(env, "GITHUB_RUN_ID")?;
-                match (server, repository, run) {
-                    (Some(server), Some(repository), Some(run)) => Some(format!(
-                        "{}/{repository}/actions/runs/{run}",
-                        server.trim_end_matches('/')
-                    )),
-                    _ => None,
+/// A variable's value as found.
+fn found(env: &Env, name: &'static str) -> Result<Option<Found>, Error> {
+    Ok(var(env, name)?.map(|value| Found {
+        value,
+        from: Some(name),
+    }))
+}
+
+impl Read {
+    fn read(self, env: &Env) -> Result<Option<Found>, Error> {
+        Ok(match self {
+            Nothing => None,
+            Value(value) => Some(Found::fixed(value)),
+            Var(name) => found(env, name)?,
+            First(names) => {
+                for name in names {
+                    if let Some(found) = found(env, name)? {
+                        return Ok(Some(found));
+                    }
                 }
+                None
             }
+            VarOr(name, value) => found(env, name)?.or_else(|| Some(Found::fixed(value))),
+            TrailingNumber(name) => found(env, name)?.and_then(|url| url.part(trailing_number)),
+            Unless(name, none) => found(env, name)?.filter(|found| found.value != none),
+            PullRef(name) => found(env, name)?.and_then(|r| r.part(pull_number)),
+            With(read) => read(env)?.map(|value| Found { value, from: None }),
         })
+    }
+
+    /// The variables it reads one of, for messages.
+    fn variables(self) -> Vec<&'static str> {
+        match self {
+            Nothing | Value(_) | With(_) => Vec::new(),
+            First(names) => names.to_vec(),
+            Var(name) | VarOr(name, _) | TrailingNumber(name) | Unless(name, _) | PullRef(name) => {
+                vec![name]
+            }
+        }
     }
 }
 
@@ -337,23 +417,30 @@ impl Detected {
         self.ci.map(|ci| ci.name)
     }
 
+    /// Where else the head commit's details are to be found.
+    pub fn head_from(&self) -> Option<HeadFrom> {
+        self.ci.map(|ci| ci.head)
+    }
+
     /// The configuration error for a build number that could not be worked out.
     pub fn missing_number(&self) -> Error {
         const SET: &str = "set COVERALLS_SERVICE_NUMBER (or --build-number) to the build number \
                            (service_number) that the parallel uploads sent";
         let message = match self.ci {
-            Some(Ci {
-                name,
-                number: Some(var),
-                ..
-            }) => format!("no build number: {name} detected, but {var} is not set; {SET}"),
-            Some(Ci { name, .. }) => format!(
-                "no build number: {name} detected, which sets none that the uploads use; {SET}"
+            Some(ci) if ci.read.number.variables().is_empty() => format!(
+                "no build number: {} detected, which sets none that the uploads use; {SET}",
+                ci.name
+            ),
+            Some(ci) => format!(
+                "no build number: {} detected, but {} is not set; {SET}",
+                ci.name,
+                ci.read.number.variables().join(" or ")
             ),
             None => {
                 let known: Vec<&str> = TABLE
                     .iter()
-                    .filter(|ci| ci.number.is_some())
+                    .chain([&GENERIC])
+                    .filter(|ci| !ci.read.number.variables().is_empty())
                     .map(|ci| ci.name)
                     .collect();
                 format!(
@@ -366,133 +453,93 @@ impl Detected {
     }
 }
 
+/// The table's invariants, as ripgrep checks its flags'. Each row's cases, the environment
+/// and the body sent, are data: tests/ci/*.json, read by tests/parity.rs, which also checks
+/// that every row has a case and that each case detects its own row.
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rows() -> impl Iterator<Item = &'static Ci> {
+        TABLE.iter().chain([&GENERIC])
+    }
 
     fn detect_in(pairs: &[(&str, &str)]) -> Detected {
         detect(&Env::from_pairs(pairs.iter().copied())).unwrap()
     }
 
     #[test]
-    fn every_ci_with_a_number_is_read_from_its_own_variables() {
-        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
-        let cases: &[Case] = &[
-            (
-                &[
-                    ("CIRCLECI", "true"),
-                    ("CIRCLE_WORKFLOW_ID", "wf-1"),
-                    ("CIRCLE_BUILD_NUM", "9"),
-                ],
-                "circleci",
-                "wf-1",
-            ),
-            (
-                &[("GITHUB_ACTIONS", "true"), ("GITHUB_RUN_ID", "77")],
-                "github",
-                "77",
-            ),
-            (
-                &[("GITLAB_CI", "true"), ("CI_PIPELINE_IID", "12")],
-                "gitlab-ci",
-                "12",
-            ),
-            (
-                &[("TRAVIS", "true"), ("TRAVIS_BUILD_NUMBER", "5")],
-                "travis-ci",
-                "5",
-            ),
-            (
-                &[("SEMAPHORE", "true"), ("SEMAPHORE_WORKFLOW_ID", "s-3")],
-                "semaphore",
-                "s-3",
-            ),
-            (
-                &[("JENKINS_HOME", "/var/j"), ("BUILD_NUMBER", "41")],
-                "jenkins",
-                "41",
-            ),
-            (
-                &[("JENKINS_URL", "http://j"), ("BUILD_NUMBER", "42")],
-                "jenkins",
-                "42",
-            ),
-            (
-                &[("APPVEYOR", "True"), ("APPVEYOR_BUILD_VERSION", "1.0.7")],
-                "appveyor",
-                "1.0.7",
-            ),
-            (
-                &[("MAGNUM", "true"), ("CI_BUILD_NUMBER", "130")],
-                "magnum",
-                "130",
-            ),
-            (
-                &[
-                    ("MAGNUM", "true"),
-                    ("CI_NAME", "magnum-ci"),
-                    ("CI_BUILD_NUMBER", "131"),
-                ],
-                "magnum-ci",
-                "131",
-            ),
-            (
-                &[("CI_NAME", "woodpecker"), ("CI_BUILD_NUMBER", "8")],
-                "woodpecker",
-                "8",
-            ),
-        ];
-        for (env, service, number) in cases {
-            let got = detect_in(env);
-            assert_eq!(got.service_name.as_deref(), Some(*service), "{env:?}");
-            assert_eq!(got.number.map(|n| n.0).as_deref(), Some(*number), "{env:?}");
+    fn names_are_unique() {
+        let names: Vec<&str> = names().collect();
+        for (i, name) in names.iter().enumerate() {
+            assert!(!names[..i].contains(name), "{name} twice");
+        }
+        assert_eq!(names.len(), rows().count());
+    }
+
+    /// No row is shadowed: what detects it, alone, detects no earlier row.
+    #[test]
+    fn each_row_is_detected_by_its_own_variables() {
+        for ci in rows() {
+            let envs: Vec<[(&str, &str); 1]> = match ci.detect {
+                Detect::AnySet(vars) => vars.iter().map(|var| [(*var, "true")]).collect(),
+                Detect::Equals(var, value) => vec![[(var, value)]],
+            };
+            assert!(!envs.is_empty(), "{} is detected by nothing", ci.name);
+            for env in envs {
+                assert_eq!(detect_in(&env).name(), Some(ci.name), "{env:?}");
+            }
         }
     }
 
     #[test]
-    fn github_also_gives_attempt_and_repository() {
+    fn the_generic_variables_fill_what_a_row_leaves_unset_and_no_more() {
         let got = detect_in(&[
-            ("GITHUB_ACTIONS", "true"),
-            ("GITHUB_RUN_ID", "77"),
-            ("GITHUB_RUN_ATTEMPT", "2"),
-            ("GITHUB_REPOSITORY", "octo/cat"),
+            ("CIRCLECI", "true"),
+            ("CIRCLE_WORKFLOW_ID", "wf-1"),
+            ("CI_BUILD_NUMBER", "8"),
+            ("CI_BRANCH", "generic"),
+            ("CI_NAME", "other"),
         ]);
-        assert_eq!(got.name(), Some("GitHub Actions"));
-        assert_eq!(got.number, Some(("77".to_owned(), "GITHUB_RUN_ID")));
-        assert_eq!(got.attempt.as_deref(), Some("2"));
-        assert_eq!(got.repo_name.as_deref(), Some("octo/cat"));
-    }
-
-    #[test]
-    fn magnum_needs_the_value_true() {
-        let got = detect_in(&[("MAGNUM", "false"), ("BUILDKITE", "true")]);
-        assert_eq!(got.name(), Some("Buildkite"));
-        assert_eq!(got.number, None);
-    }
-
-    #[test]
-    fn a_generic_ci_without_a_name_sends_none() {
-        let got = detect_in(&[("CI_BUILD_NUMBER", "8")]);
-        assert_eq!(got.service_name, None);
-        assert_eq!(got.number, Some(("8".to_owned(), "CI_BUILD_NUMBER")));
-    }
-
-    #[test]
-    fn missing_numbers_name_the_ci_and_the_variables() {
-        let err = |pairs: &[(&str, &str)]| detect_in(pairs).missing_number().to_string();
-        let github = err(&[("GITHUB_ACTIONS", "true")]);
-        assert!(
-            github.contains("GitHub Actions detected, but GITHUB_RUN_ID is not set"),
-            "{github}"
+        let value = |found: &Option<Found>| found.as_ref().map(|f| (f.value.clone(), f.from));
+        let found = &got.found;
+        assert_eq!(
+            value(&found.number),
+            Some(("wf-1".into(), Some("CIRCLE_WORKFLOW_ID")))
         );
-        assert!(github.contains("COVERALLS_SERVICE_NUMBER"), "{github}");
-        let buildkite = err(&[("BUILDKITE", "true")]);
-        assert!(
-            buildkite.contains("Buildkite detected, which sets none"),
-            "{buildkite}"
+        assert_eq!(value(&found.service_name), Some(("circleci".into(), None)));
+        assert_eq!(
+            value(&found.branch),
+            Some(("generic".into(), Some("CI_BRANCH")))
         );
-        let none = err(&[]);
+        assert_eq!(found.job_id, None);
+        assert_eq!(
+            value(
+                &detect_in(&[("CI_COMMIT_ID", "abc"), ("CI_NAME", "x")])
+                    .found
+                    .commit
+            ),
+            Some(("abc".into(), Some("CI_COMMIT_ID"))),
+            "the first of several set, named"
+        );
+    }
+
+    #[test]
+    fn nothing_is_read_where_no_ci_is_detected() {
+        let got = detect_in(&[("CI_BRANCH", "main"), ("GITHUB_SHA", "abc")]);
+        assert_eq!((got.name(), got.head_from()), (None, None));
+        assert_eq!(got.found, Fields::default());
+    }
+
+    #[test]
+    fn no_ci_names_the_ones_that_tell_a_number() {
+        let none = detect_in(&[]).missing_number().to_string();
         assert!(none.contains("no CI detected"), "{none}");
-        assert!(none.contains("Jenkins"), "{none}");
+        assert!(
+            none.contains("Jenkins, AppVeyor, Magnum CI, a generic CI (CI_NAME));"),
+            "{none}"
+        );
+        assert!(!none.contains("Buildkite"), "{none}");
+        assert!(none.contains("COVERALLS_SERVICE_NUMBER"), "{none}");
     }
 }

@@ -53,7 +53,7 @@ fn finish(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
     ui.log(&format!(
         "coveralls-finish {}: {doing} build {} (from {}) at {endpoint}",
         crate::VERSION,
-        build.number,
+        build.number(),
         build.number_from
     ));
     if endpoint.starts_with("http://") && !is_loopback(endpoint) {
@@ -99,7 +99,7 @@ fn say_closed(build: &Build, closed: &Closed, figures: Option<Figures>, ui: &mut
     let url = closed.url.as_deref().unwrap_or("(no URL in the answer)");
     ui.result(&format!(
         "closed build {}: {jobs}{coverage}, {url}",
-        build.number
+        build.number()
     ));
     if closed.jobs == Some(0) {
         let why = match build.carryforward.is_empty() {
@@ -111,7 +111,7 @@ fn say_closed(build: &Build, closed: &Closed, figures: Option<Figures>, ui: &mut
         };
         ui.warning(&format!(
             "Coveralls closed build {} with 0 jobs: no upload reached this build number; {why}",
-            build.number
+            build.number()
         ));
     }
 }
@@ -124,7 +124,7 @@ fn no_token(config: &Config, ui: &mut Reporter<'_>) -> Result<(), Error> {
             "skipped: no Coveralls token in a pull request from a fork (or from Dependabot), \
              whose jobs get no secrets; COVERALLS_REQUIRE_TOKEN=true makes this a failure",
         );
-        if let Err(err) = ui.outputs(&[("build-number", &config.build.number)]) {
+        if let Err(err) = ui.outputs(&[("build-number", config.build.number())]) {
             ui.warning(&format!("{err:#}"));
         }
         return Ok(());
@@ -143,17 +143,12 @@ fn no_token(config: &Config, ui: &mut Reporter<'_>) -> Result<(), Error> {
 }
 
 fn dry_run(config: &Config, ui: &mut Reporter) -> Result<(), Error> {
-    let shown_token = match config.token {
-        Some(_) => "***",
-        None => "(COVERALLS_REPO_TOKEN is not set)",
-    };
-    let body = client::body(&config.build, shown_token);
-    let json = serde_json::to_string_pretty(&body).expect("JSON serialises");
     ui.result(&format!(
         "dry run: nothing is sent; the request would be\n\
-         POST {}\nContent-Type: application/json\nUser-Agent: {}\n\n{json}",
+         POST {}\nContent-Type: application/json\nUser-Agent: {}\n\n{}",
         client::webhook_url(&config.coveralls.endpoint),
-        client::USER_AGENT
+        client::USER_AGENT,
+        shown_body(config)
     ));
     if let Some(checks) = config.checks.describe() {
         ui.result(&format!("after the close it would {checks}"));
@@ -161,7 +156,7 @@ fn dry_run(config: &Config, ui: &mut Reporter) -> Result<(), Error> {
     if config.token.is_none() {
         ui.warning("COVERALLS_REPO_TOKEN is not set: a real run would stop here (exit 2)");
     }
-    if let Err(err) = ui.outputs(&[("build-number", &config.build.number)]) {
+    if let Err(err) = ui.outputs(&[("build-number", config.build.number())]) {
         ui.warning(&format!("{err:#}"));
     }
     Ok(())
@@ -176,10 +171,10 @@ fn publish(config: &Config, outcome: Outcome<'_>, ui: &mut Reporter<'_>) {
     let build = &config.build;
     let mut rows = vec![(
         "Build number",
-        format!("`{}` ({})", cell(&build.number), cell(&build.number_from)),
+        format!("`{}` ({})", cell(build.number()), cell(&build.number_from)),
     )];
     let mut outputs = Vec::new();
-    let number = ("build-number", build.number.clone());
+    let number = ("build-number", build.number().to_owned());
     let title = match outcome {
         Ok((closed, figures, passed)) => {
             closed_rows(config, closed, figures, &mut rows);
@@ -263,53 +258,35 @@ fn flags(build: &Build) -> String {
     quoted.join(", ")
 }
 
+/// The settings, for debug output: the body as it would be sent (the token redacted), then
+/// what is not in it.
 fn describe(config: &Config) -> String {
-    let (build, coveralls) = (&config.build, &config.coveralls);
-    let head = &build.head;
-    let token = match config.token {
-        Some(_) => "set (redacted)",
-        None => "not set",
-    };
-    let carryforward = build.carryforward.join(",");
-    let number = format!("{} (from {})", build.number, build.number_from);
-    let (retries, timeout) = (
-        coveralls.retries.to_string(),
-        format!("{:?}", coveralls.timeout),
-    );
-    let longest = format!("{:?}", longest_run(coveralls));
-    let lines: [(&str, Option<&str>); 20] = [
-        ("endpoint", Some(&coveralls.endpoint)),
-        ("repo token", Some(token)),
-        ("build number", Some(&number)),
-        ("CI", config.ci.or(Some("none detected"))),
-        ("service_name", build.service_name.as_deref()),
-        ("repo_name", build.repo_name.as_deref()),
-        ("service_job_id", build.job_id.as_deref()),
-        ("service_attempt", build.attempt.as_deref()),
-        ("service_branch", build.branch.as_deref()),
-        ("service_pull_request", build.pull_request.as_deref()),
-        ("service_build_url", build.build_url.as_deref()),
-        ("commit_sha", build.commit.as_deref()),
-        ("author", head.author_name.as_deref()),
-        ("author email", head.author_email.as_deref()),
-        ("committer", head.committer_name.as_deref()),
-        ("committer email", head.committer_email.as_deref()),
-        (
-            "carryforward",
-            Some(&carryforward)
-                .filter(|c| !c.is_empty())
-                .map(|c| c.as_str()),
+    let coveralls = &config.coveralls;
+    let checks = config.checks.describe();
+    let mut text = vec![
+        shown_body(config),
+        format!("endpoint: {}", coveralls.endpoint),
+        format!("CI: {}", config.ci.unwrap_or("none detected")),
+        format!("retries: {}", coveralls.retries),
+        format!("timeout: {:?}", coveralls.timeout),
+        format!("longest run: {:?}", longest_run(coveralls)),
+        format!(
+            "after the close: {}",
+            checks.as_deref().unwrap_or("no checks")
         ),
-        ("retries", Some(&retries)),
-        ("timeout", Some(&timeout)),
-        ("longest run", Some(&longest)),
     ];
-    let mut text: Vec<String> = lines
-        .iter()
-        .map(|(name, value)| format!("{name}: {}", value.unwrap_or("(none)")))
-        .collect();
     text.extend(config.notes.iter().cloned());
     text.join("\n")
+}
+
+/// The request's body as JSON, with the token shown as `***`, or said to be missing.
+fn shown_body(config: &Config) -> String {
+    let shown_token = match config.token {
+        Some(_) => "***",
+        None => "(COVERALLS_REPO_TOKEN is not set)",
+    };
+    let body = client::body(&config.build, shown_token);
+    serde_json::to_string_pretty(&body).expect("JSON serialises")
 }
 
 /// The bound on a whole run: every attempt timing out, and the longest wait between each.

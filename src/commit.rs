@@ -3,6 +3,7 @@
 //! none of them tells anything, and only in a git work tree with git on PATH, `git log -1`.
 
 use std::io::Read;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -77,11 +78,17 @@ pub fn from_github_event(event: &Event, commit: &str) -> Option<Head> {
 /// `git log -1` of `commit` (or of `HEAD`), with the `PATH` of `env`: the commit's id and its
 /// details, or why there are none. Never waits longer than [`GIT_TIMEOUT`].
 pub fn from_git_log(commit: Option<&str>, env: &Env) -> Result<(String, Head), String> {
+    let dir = std::env::current_dir().map_err(|err| format!("no working directory: {err}"))?;
+    git_log_in(&dir, commit, env)
+}
+
+/// [`from_git_log`] in `dir`.
+fn git_log_in(dir: &Path, commit: Option<&str>, env: &Env) -> Result<(String, Head), String> {
     let Some(path) = env.get("PATH").ok().flatten() else {
         return Err("no PATH to find git on".to_owned());
     };
     // Looked for first, so that a finishing job without a checkout starts no process.
-    if !in_a_work_tree(env) {
+    if !in_a_work_tree(dir, env) {
         return Err("not in a git work tree".to_owned());
     }
     if !on_path(path, "git") {
@@ -97,6 +104,7 @@ pub fn from_git_log(commit: Option<&str>, env: &Env) -> Result<(String, Head), S
         ])
         .arg(commit.unwrap_or("HEAD"))
         .arg("--")
+        .current_dir(dir)
         .env_clear()
         .env("PATH", path)
         .stdin(Stdio::null())
@@ -131,16 +139,10 @@ pub fn from_git_log(commit: Option<&str>, env: &Env) -> Result<(String, Head), S
     Ok((id.trim().to_owned(), head))
 }
 
-/// Whether the working directory is in a git work tree: `GIT_DIR` is set, or it or a
-/// directory above it holds `.git`.
-fn in_a_work_tree(env: &Env) -> bool {
-    if env.is_set("GIT_DIR") {
-        return true;
-    }
-    let Ok(dir) = std::env::current_dir() else {
-        return false;
-    };
-    dir.ancestors().any(|dir| dir.join(".git").exists())
+/// Whether `dir` is in a git work tree: `GIT_DIR` is set, or it or a directory above it
+/// holds `.git`.
+fn in_a_work_tree(dir: &Path, env: &Env) -> bool {
+    env.is_set("GIT_DIR") || dir.ancestors().any(|dir| dir.join(".git").exists())
 }
 
 /// Whether `program` is a file in one of `path`'s directories.
@@ -228,15 +230,15 @@ mod tests {
 
     #[test]
     fn no_path_no_work_tree_or_no_git_means_no_process() {
-        let err = from_git_log(None, &Env::default()).unwrap_err();
+        let outside = tempfile::tempdir().unwrap();
+        let (dir, no_git) = (outside.path(), Env::from_pairs([("PATH", "/nonexistent")]));
+        let err = git_log_in(dir, None, &Env::default()).unwrap_err();
         assert!(err.contains("no PATH"), "{err}");
-        // The tests run in the crate's directory, a git work tree.
-        let env = Env::from_pairs([("PATH", "/nonexistent")]);
-        assert!(
-            from_git_log(None, &env)
-                .unwrap_err()
-                .contains("no git on PATH")
-        );
+        let err = git_log_in(dir, None, &no_git).unwrap_err();
+        assert_eq!(err, "not in a git work tree");
+        std::fs::create_dir(dir.join(".git")).unwrap();
+        let err = git_log_in(dir, None, &no_git).unwrap_err();
+        assert_eq!(err, "no git on PATH");
         assert!(!on_path("/nonexistent", "git"));
     }
 }

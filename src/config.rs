@@ -10,7 +10,20 @@ use crate::commit::{self, Head};
 use crate::env::Env;
 use crate::error::Error;
 use crate::event::{self, Event};
+use crate::fields::Fields;
 use crate::settings::{Flags, Given, Key, Values};
+
+/// The setting that overrides each field of the build, where one does.
+const OVERRIDES: Fields<Option<Key>> = Fields {
+    service_name: Some(Key::ServiceName),
+    number: Some(Key::BuildNumber),
+    job_id: Some(Key::JobId),
+    branch: Some(Key::Branch),
+    pull_request: Some(Key::PullRequest),
+    commit: Some(Key::Commit),
+    repo_name: Some(Key::RepoName),
+    ..Fields::splat(None)
+};
 
 pub const MAX_RETRIES: u32 = 20;
 pub const MAX_TIMEOUT_SECS: f64 = 600.0;
@@ -123,14 +136,18 @@ pub fn load(env: &Env, flags: &Flags) -> Result<Config, Error> {
     } = shared_from(&sources)?;
     let detected = ci::detect(env)?;
     let mut notes = Vec::new();
-    let event = match (detected.head_from, env.get("GITHUB_EVENT_PATH")?) {
+    let event = match (detected.head_from(), env.get("GITHUB_EVENT_PATH")?) {
         (Some(HeadFrom::GitHubEvent), Some(path)) => event::read(path)
             .map_err(|why| notes.push(format!("GitHub's event skipped: {why}")))
             .ok(),
         _ => None,
     };
-    let mut build = build(&sources, &detected, carryforward)?;
-    build.head = head(env, &detected, &mut build, event.as_ref(), &mut notes)?;
+    let (number, number_from) = build_number(&sources, &detected)?;
+    let mut sent = overridden(&sources, &detected);
+    let head = head(env, &detected, &mut sent.commit, event.as_ref(), &mut notes)?;
+    let mut build = Build::new(number, number_from, sent);
+    build.carryforward = carryforward;
+    build.head = head;
     Ok(Config {
         token,
         coveralls,
@@ -193,39 +210,36 @@ fn number(given: &Given, min: f64, max: f64, expected: &str) -> Result<f64, Erro
     }
 }
 
-/// The build the CI describes, with the user's overrides applied.
-fn build(sources: &Values, detected: &Detected, carryforward: Vec<String>) -> Result<Build, Error> {
-    let (number, number_from) = match (sources.given(Key::BuildNumber), &detected.number) {
+/// The build number and where it came from: given, else the CI's; a configuration error
+/// where there is none, or it is blank.
+fn build_number(sources: &Values, detected: &Detected) -> Result<(String, String), Error> {
+    let given = OVERRIDES.number.and_then(|key| sources.given(key));
+    let (number, from) = match (given, &detected.found.number) {
         (Some(given), _) => (given.value.trim().to_owned(), given.from.to_owned()),
-        (None, Some((number, var))) => {
+        (None, Some(found)) => {
             let ci = detected.name().unwrap_or("CI");
-            (number.clone(), format!("{var}, {ci}"))
+            let from = match found.from {
+                Some(var) => format!("{var}, {ci}"),
+                None => ci.to_owned(),
+            };
+            (found.value.clone(), from)
         }
         (None, None) => return Err(detected.missing_number()),
     };
-    if number.is_empty() {
-        return Err(detected.missing_number());
+    match number.is_empty() {
+        true => Err(detected.missing_number()),
+        false => Ok((number, from)),
     }
-    let or = |key, detected: &Option<String>| {
-        let given = sources
-            .given(key)
-            .map(|given| given.value.trim().to_owned());
-        given.filter(|v| !v.is_empty()).or_else(|| detected.clone())
+}
+
+/// What the CI tells, with the user's overrides applied: a value given (not blank) wins.
+fn overridden(sources: &Values, detected: &Detected) -> Fields<Option<String>> {
+    let given = |key: Option<Key>| {
+        let given = sources.given(key?)?.value.trim();
+        (!given.is_empty()).then(|| given.to_owned())
     };
-    Ok(Build {
-        number,
-        number_from,
-        service_name: or(Key::ServiceName, &detected.service_name),
-        repo_name: or(Key::RepoName, &detected.repo_name),
-        attempt: detected.attempt.clone(),
-        carryforward,
-        commit: or(Key::Commit, &detected.commit),
-        branch: or(Key::Branch, &detected.branch),
-        pull_request: or(Key::PullRequest, &detected.pull_request),
-        build_url: detected.build_url.clone(),
-        job_id: or(Key::JobId, &detected.job_id),
-        head: Head::default(),
-    })
+    let found = detected.found.clone().zip(OVERRIDES);
+    found.map(|(found, key)| given(key).or(found.map(|found| found.value)))
 }
 
 /// The head commit's details: the CI's variables, else GitHub's event, else `git log` (which
@@ -233,28 +247,28 @@ fn build(sources: &Values, detected: &Detected, carryforward: Vec<String>) -> Re
 fn head(
     env: &Env,
     detected: &Detected,
-    build: &mut Build,
+    commit: &mut Option<String>,
     event: Option<&Event>,
     notes: &mut Vec<String>,
 ) -> Result<Head, Error> {
-    let head = commit::from_variables(env, detected.head_from)?;
+    let head = commit::from_variables(env, detected.head_from())?;
     if !head.is_empty() {
         notes.push("head commit: from the CI's variables".to_owned());
         return Ok(head);
     }
-    if let (Some(event), Some(commit)) = (event, &build.commit) {
-        match commit::from_github_event(event, commit) {
+    if let (Some(event), Some(id)) = (event, commit.as_deref()) {
+        match commit::from_github_event(event, id) {
             Some(head) => {
                 notes.push("head commit: from GitHub's event payload".to_owned());
                 return Ok(head);
             }
-            None => notes.push(format!("GitHub's event is not a push of {commit}")),
+            None => notes.push(format!("GitHub's event is not a push of {id}")),
         }
     }
-    match commit::from_git_log(build.commit.as_deref(), env) {
+    match commit::from_git_log(commit.as_deref(), env) {
         Ok((id, head)) => {
             notes.push("head commit: from git log".to_owned());
-            build.commit.get_or_insert(id);
+            commit.get_or_insert(id);
             Ok(head)
         }
         Err(why) => {
@@ -382,16 +396,16 @@ mod tests {
         ];
         let cfg = load_with(&env, &[]).unwrap();
         assert_eq!(
-            (cfg.build.number.as_str(), cfg.build.number_from.as_str()),
+            (cfg.build.number(), cfg.build.number_from.as_str()),
             ("300", "COVERALLS_BUILD_NUMBER")
         );
         let mut env = env.to_vec();
         env.push(("COVERALLS_SERVICE_NUMBER", "200"));
         let cfg = load_with(&env, &[]).unwrap();
-        assert_eq!(cfg.build.number, "200");
+        assert_eq!(cfg.build.number(), "200");
         let cfg = load_with(&env, &["--build-number", "400"]).unwrap();
         assert_eq!(
-            (cfg.build.number.as_str(), cfg.build.number_from.as_str()),
+            (cfg.build.number(), cfg.build.number_from.as_str()),
             ("400", "--build-number")
         );
         let cfg = load_with(&env[..2], &[]).unwrap();

@@ -3,7 +3,10 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::path::Path;
+
+use serde::Deserialize;
 
 use serde_json::{Value, json};
 use support::{CLOSED, Finish, Recorded, Reply, Server, TOKEN, Vars, finish, json, with_header};
@@ -19,193 +22,121 @@ fn fixture_path(name: &str) -> String {
 
 const SHA: &str = "9fceb02d0ae598e95dc970b74767f19372d61af8";
 
+/// One CI's cases, `tests/ci/<ci>.json`: the row of the table (by its name) and, for each
+/// case, the environment and what it comes to.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CiCases {
+    ci: String,
+    cases: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    name: String,
+    env: BTreeMap<String, String>,
+    /// The body sent, but for `repo_token` and `payload`, which are the same in every case.
+    body: Option<Value>,
+    /// Where the log says the build number came from.
+    number_from: Option<String>,
+    /// Instead of a body: the configuration error (exit 2) that says this; nothing is sent.
+    error: Option<String>,
+}
+
+/// Every file of tests/ci, by name.
+fn ci_cases() -> Vec<(String, CiCases)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ci");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|path| {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let cases = serde_json::from_str(&text).unwrap_or_else(|err| panic!("{name}: {err}"));
+            (name, cases)
+        })
+        .collect()
+}
+
+/// The table's invariants that need the cases: every CI has a file of them, no file is of a
+/// CI the table does not know, and no two files are of the same one.
+#[test]
+fn every_ci_has_its_cases() {
+    let files = ci_cases();
+    let mut of: BTreeMap<&str, &str> = BTreeMap::new();
+    for (file, cases) in &files {
+        assert!(!cases.cases.is_empty(), "{file} has no case");
+        if let Some(other) = of.insert(&cases.ci, file) {
+            panic!("{file} and {other} are both of {}", cases.ci);
+        }
+    }
+    let known: Vec<&str> = coveralls_finish::ci_names().collect();
+    for ci in &known {
+        assert!(
+            of.contains_key(ci),
+            "no file in tests/ci has the cases of {ci}"
+        );
+    }
+    for (ci, file) in of {
+        assert!(
+            known.contains(&ci),
+            "{file} is of {ci:?}, which is no CI of the table"
+        );
+    }
+}
+
+/// Each case of tests/ci as the official reporter would send it, from a run of the binary.
+/// Each case detects its own CI, so no row is shadowed by an earlier row's detection.
 #[test]
 fn each_ci_sends_what_the_official_reporter_sends() {
-    let cases: Vec<(Vars, Value)> = vec![
-        (
-            &[
-                ("GITHUB_ACTIONS", "true"),
-                ("GITHUB_RUN_ID", "11"),
-                ("GITHUB_RUN_ATTEMPT", "2"),
-                ("GITHUB_REPOSITORY", "octo/cat"),
-                ("GITHUB_SHA", SHA),
-                ("GITHUB_HEAD_REF", "fix-parser"),
-                ("GITHUB_REF_NAME", "42/merge"),
-                ("GITHUB_REF", "refs/pull/42/merge"),
-                ("GITHUB_SERVER_URL", "https://github.com"),
-                ("GITHUB_JOB", "finish"),
-            ],
-            json!({
-                "repo_name": "octo/cat", "service_name": "github", "service_number": "11",
-                "service_job_id": "finish", "service_attempt": "2",
-                "service_branch": "fix-parser", "service_pull_request": "42",
-                "service_build_url": "https://github.com/octo/cat/actions/runs/11",
-                "commit_sha": SHA, "git": {"branch": "fix-parser", "head": {"id": SHA}},
-            }),
-        ),
-        (
-            &[
-                ("CIRCLECI", "true"),
-                ("CIRCLE_WORKFLOW_ID", "wf-7"),
-                ("CIRCLE_BUILD_NUM", "3"),
-                ("CIRCLE_SHA1", SHA),
-                ("CIRCLE_BRANCH", "main"),
-                ("CI_PULL_REQUEST", "https://github.com/octo/cat/pull/17"),
-                ("CIRCLE_BUILD_URL", "https://circleci.com/gh/octo/cat/3"),
-            ],
-            json!({
-                "service_name": "circleci", "service_number": "wf-7", "service_job_id": "3",
-                "service_branch": "main", "service_pull_request": "17",
-                "service_build_url": "https://circleci.com/gh/octo/cat/3",
-                "commit_sha": SHA, "git": {"branch": "main", "head": {"id": SHA}},
-            }),
-        ),
-        (
-            &[
-                ("GITLAB_CI", "true"),
-                ("CI_PIPELINE_IID", "12"),
-                ("CI_COMMIT_SHA", SHA),
-                ("CI_COMMIT_REF_NAME", "main"),
-                ("CI_MERGE_REQUEST_IID", "5"),
-                (
-                    "CI_PIPELINE_URL",
-                    "https://gitlab.com/octo/cat/-/pipelines/99",
-                ),
-                ("CI_JOB_NAME", "coverage"),
-                ("CI_COMMIT_AUTHOR", "Grace Hopper <grace@example.com>"),
-                ("CI_COMMIT_MESSAGE", "Find the moth"),
-            ],
-            json!({
-                "service_name": "gitlab-ci", "service_number": "12", "service_job_id": "coverage",
-                "service_branch": "main", "service_pull_request": "5",
-                "service_build_url": "https://gitlab.com/octo/cat/-/pipelines/99",
-                "commit_sha": SHA,
-                "git": {"branch": "main", "head": {
-                    "id": SHA, "author_name": "Grace Hopper",
-                    "author_email": "grace@example.com", "message": "Find the moth",
-                }},
-            }),
-        ),
-        (
-            &[
-                ("TRAVIS", "true"),
-                ("TRAVIS_BUILD_NUMBER", "13"),
-                ("TRAVIS_COMMIT", SHA),
-                ("TRAVIS_BRANCH", "main"),
-                ("TRAVIS_PULL_REQUEST", "false"),
-                (
-                    "TRAVIS_BUILD_WEB_URL",
-                    "https://app.travis-ci.com/octo/cat/builds/1",
-                ),
-                ("TRAVIS_JOB_NUMBER", "13.1"),
-            ],
-            json!({
-                "service_name": "travis-ci", "service_number": "13", "service_job_id": "13.1",
-                "service_branch": "main",
-                "service_build_url": "https://app.travis-ci.com/octo/cat/builds/1",
-                "commit_sha": SHA, "git": {"branch": "main", "head": {"id": SHA}},
-            }),
-        ),
-        (
-            &[
-                ("SEMAPHORE", "true"),
-                ("SEMAPHORE_WORKFLOW_ID", "sem-14"),
-                ("SEMAPHORE_GIT_SHA", SHA),
-                ("SEMAPHORE_GIT_WORKING_BRANCH", "topic"),
-                ("SEMAPHORE_GIT_PR_NUMBER", "8"),
-                ("SEMAPHORE_JOB_ID", "job-1"),
-            ],
-            json!({
-                "service_name": "semaphore", "service_number": "sem-14", "service_job_id": "job-1",
-                "service_branch": "topic", "service_pull_request": "8",
-                "commit_sha": SHA, "git": {"branch": "topic", "head": {"id": SHA}},
-            }),
-        ),
-        (
-            &[
-                ("JENKINS_URL", "http://ci"),
-                ("BUILD_NUMBER", "15"),
-                ("GIT_COMMIT", SHA),
-                ("CHANGE_BRANCH", "topic"),
-                ("CHANGE_ID", "9"),
-                ("BUILD_URL", "http://ci/job/cat/15/"),
-                ("BUILD_ID", "15"),
-            ],
-            json!({
-                "service_name": "jenkins", "service_number": "15", "service_job_id": "15",
-                "service_branch": "topic", "service_pull_request": "9",
-                "service_build_url": "http://ci/job/cat/15/",
-                "commit_sha": SHA, "git": {"branch": "topic", "head": {"id": SHA}},
-            }),
-        ),
-        (
-            &[
-                ("APPVEYOR", "True"),
-                ("APPVEYOR_BUILD_VERSION", "1.0.16"),
-                ("APPVEYOR_REPO_COMMIT", SHA),
-                ("APPVEYOR_REPO_BRANCH", "main"),
-                ("APPVEYOR_PULL_REQUEST_NUMBER", "3"),
-                ("APPVEYOR_BUILD_ID", "777"),
-            ],
-            json!({
-                "service_name": "appveyor", "service_number": "1.0.16", "service_job_id": "777",
-                "service_branch": "main", "service_pull_request": "3",
-                "commit_sha": SHA, "git": {"branch": "main", "head": {"id": SHA}},
-            }),
-        ),
-        (
-            &[
-                ("MAGNUM", "true"),
-                ("CI_BUILD_NUMBER", "130"),
-                ("CI_COMMIT_ID", SHA),
-                ("CI_BRANCH", "master"),
-                ("CI_PULL_REQUEST", "https://example.com/octo/cat/pull/4/"),
-                (
-                    "CI_BUILD_URL",
-                    "http://magnum-ci.com/projects/43/builds/1603",
-                ),
-                ("CI_JOB_ID", "1603"),
-                ("CI_AUTHOR_NAME", "Dan"),
-                ("GIT_AUTHOR_EMAIL", "dan@example.com"),
-            ],
-            json!({
-                "service_name": "magnum", "service_number": "130", "service_job_id": "1603",
-                "service_branch": "master", "service_pull_request": "4",
-                "service_build_url": "http://magnum-ci.com/projects/43/builds/1603",
-                "commit_sha": SHA,
-                "git": {"branch": "master", "head": {
-                    "id": SHA, "author_name": "Dan", "author_email": "dan@example.com",
-                }},
-            }),
-        ),
-        (
-            &[
-                ("CI_NAME", "woodpecker"),
-                ("CI_BUILD_NUMBER", "18"),
-                ("CI_COMMIT", SHA),
-                ("CI_BRANCH", "main"),
-            ],
-            json!({
-                "service_name": "woodpecker", "service_number": "18",
-                "service_branch": "main",
-                "commit_sha": SHA, "git": {"branch": "main", "head": {"id": SHA}},
-            }),
-        ),
-    ];
     let dir = tempfile::tempdir().unwrap();
-    for (vars, expected) in cases {
-        let server = Server::start(vec![json(200, CLOSED)]);
-        let out = outside_git(dir.path())
-            .env("COVERALLS_REPO_TOKEN", TOKEN)
-            .env("COVERALLS_ENDPOINT", &server.url())
-            .envs(vars)
-            .run();
-        assert_eq!(out.code, 0, "{vars:?}: {out:#?}");
-        let mut expected = expected;
-        expected["repo_token"] = TOKEN.into();
-        let number = expected["service_number"].clone();
-        expected["payload"] = json!({"build_num": number, "status": "done"});
-        assert_eq!(server.only_request().json(), expected, "{vars:?}");
+    for (file, CiCases { ci, cases }) in ci_cases() {
+        for case in cases {
+            check(&ci, &format!("{file}, {:?}", case.name), case, dir.path());
+        }
+    }
+}
+
+/// One case of `ci`'s, run outside any git work tree.
+fn check(ci: &str, what: &str, case: Case, dir: &Path) {
+    let env: Vec<(&str, &str)> = case.env.iter().map(|(k, v)| (&**k, &**v)).collect();
+    let server = Server::start(vec![json(200, CLOSED)]);
+    let out = outside_git(dir)
+        .env("COVERALLS_REPO_TOKEN", TOKEN)
+        .env("COVERALLS_ENDPOINT", &server.url())
+        .env("COVERALLS_DEBUG", "true")
+        .envs(&env)
+        .run();
+    let output = out.all_output();
+    if let Some(from) = &case.number_from {
+        let logged = format!("(from {from})");
+        assert!(output.contains(&logged), "{what}: {logged} in {output}");
+    }
+    match (case.body, case.error) {
+        (Some(mut expected), None) => {
+            assert_eq!(out.code, 0, "{what}: {out:#?}");
+            // Debug output names the CI detected (on GitHub without the prefix).
+            let detected = format!("CI: {ci}");
+            let said = |line: &str| line.trim_start_matches("debug:").trim() == detected;
+            assert!(output.lines().any(said), "{what}: {detected} in {output}");
+            expected["repo_token"] = TOKEN.into();
+            let number = expected["service_number"].clone();
+            expected["payload"] = json!({"build_num": number, "status": "done"});
+            assert_eq!(server.only_request().json(), expected, "{what}");
+        }
+        (None, Some(error)) => {
+            assert_eq!(out.code, 2, "{what}: {out:#?}");
+            let detected = format!("{ci} detected");
+            assert!(output.contains(&detected), "{what}: {detected} in {output}");
+            assert!(output.contains(&error), "{what}: {error} in {output}");
+            assert!(server.requests().is_empty(), "{what}: sent");
+        }
+        _ => panic!("{what}: a case has a body or an error, not both"),
     }
 }
 
@@ -430,17 +361,14 @@ fn git_log_tells_the_head_where_nothing_else_does() {
             .env("HOME", dir)
             .output()
     };
-    let repo = tempfile::tempdir().unwrap();
-    let Ok(version) = git(repo.path(), &["--version"]) else {
-        println!("skipped: git is not installed here");
-        return;
-    };
+    // Skipped only where the run says why: CI has git, so a missing git fails there.
     if support::under_wine() {
-        println!(
-            "skipped: no git for Windows under Wine ({:?})",
-            version.status
-        );
+        println!("skipped: no git for Windows under Wine (COVERALLS_FINISH_TESTS_UNDER_WINE)");
         return;
+    }
+    let repo = tempfile::tempdir().unwrap();
+    if let Err(err) = git(repo.path(), &["--version"]) {
+        panic!("git is needed on PATH for this test, and could not be run: {err}");
     }
     for args in [
         &["init", "-q"][..],
@@ -562,25 +490,25 @@ fn hints_say_what_to_do() {
     );
 }
 
+/// A run of a pull request from a fork, on GitHub, with no token.
+fn from_a_fork(dir: &Path, server: &Server) -> Finish {
+    outside_git(dir)
+        .github()
+        .env("COVERALLS_ENDPOINT", &server.url())
+        .env("GITHUB_RUN_ID", "11")
+        .env("GITHUB_REPOSITORY", "octo/cat")
+        .env("GITHUB_EVENT_NAME", "pull_request")
+        .env(
+            "GITHUB_EVENT_PATH",
+            &fixture_path("github_pull_request_from_fork_event.json"),
+        )
+}
+
 #[test]
 fn a_pull_request_from_a_fork_without_a_token_is_skipped_with_a_notice() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(vec![json(200, CLOSED)]);
-    let fork = [
-        ("GITHUB_RUN_ID", "11"),
-        ("GITHUB_REPOSITORY", "octo/cat"),
-        ("GITHUB_EVENT_NAME", "pull_request"),
-        (
-            "GITHUB_EVENT_PATH",
-            &fixture_path("github_pull_request_from_fork_event.json"),
-        ),
-    ];
-    let endpoint = server.url();
-    let out = outside_git(dir.path())
-        .github()
-        .env("COVERALLS_ENDPOINT", &endpoint)
-        .envs(&fork)
-        .run();
+    let out = from_a_fork(dir.path(), &server).run();
     assert_eq!(out.code, 0, "{out:#?}");
     assert!(
         out.stdout.contains(
@@ -595,7 +523,7 @@ fn a_pull_request_from_a_fork_without_a_token_is_skipped_with_a_notice() {
     // Dependabot's pull requests, from the repository itself, get no secrets either.
     let out = outside_git(dir.path())
         .github()
-        .env("COVERALLS_ENDPOINT", &endpoint)
+        .env("COVERALLS_ENDPOINT", &server.url())
         .env("GITHUB_RUN_ID", "12")
         .env("GITHUB_EVENT_NAME", "pull_request")
         .env("GITHUB_ACTOR", "dependabot[bot]")
@@ -607,12 +535,15 @@ fn a_pull_request_from_a_fork_without_a_token_is_skipped_with_a_notice() {
         "{}",
         out.stdout
     );
+    assert!(server.requests().is_empty());
+}
 
+#[test]
+fn a_pull_request_without_a_token_fails_if_asked_to_or_if_it_is_not_from_a_fork() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(vec![json(200, CLOSED)]);
     // Asked to, it fails as any missing token does.
-    let out = outside_git(dir.path())
-        .github()
-        .env("COVERALLS_ENDPOINT", &endpoint)
-        .envs(&fork)
+    let out = from_a_fork(dir.path(), &server)
         .env("COVERALLS_REQUIRE_TOKEN", "true")
         .run();
     assert_eq!(out.code, 2, "{out:#?}");
@@ -629,7 +560,7 @@ fn a_pull_request_from_a_fork_without_a_token_is_skipped_with_a_notice() {
     // A pull request from the repository itself, with no token: the usual failure.
     let out = outside_git(dir.path())
         .github()
-        .env("COVERALLS_ENDPOINT", &endpoint)
+        .env("COVERALLS_ENDPOINT", &server.url())
         .env("GITHUB_RUN_ID", "13")
         .env("GITHUB_EVENT_NAME", "pull_request")
         .run();
@@ -658,9 +589,11 @@ fn the_dry_run_and_debug_show_every_field_sent() {
     ] {
         assert!(out.stdout.contains(field), "{field}: {}", out.stdout);
     }
+    // Debug output shows the body too, then the settings that are not in it.
     for line in [
-        "debug:   service_branch: main",
-        "debug:   service_job_id: 3",
+        r#"debug:     "service_branch": "main","#,
+        r#"debug:     "service_job_id": "3""#,
+        "debug:   CI: CircleCI",
     ] {
         assert!(out.stderr.contains(line), "{line}: {}", out.stderr);
     }

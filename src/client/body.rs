@@ -1,126 +1,101 @@
 //! The request's wire format: the official reporter's JSON body, from a [`Build`].
 
-use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value, json};
 
 use crate::commit::Head;
+use crate::fields::Fields;
 
 /// The build to close: everything the request says but the token.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Build {
-    pub number: String,
+    /// The fields the body sends, each only when known; the number always is, which is why
+    /// they are set through [`Build::new`] alone.
+    fields: Fields<Option<String>>,
     /// Where the number came from, for logs and hints: a flag, a variable, `VAR, CI name`.
     pub number_from: String,
-    pub service_name: Option<String>,
-    pub repo_name: Option<String>,
-    pub attempt: Option<String>,
     pub carryforward: Vec<String>,
-    pub commit: Option<String>,
-    pub branch: Option<String>,
-    pub pull_request: Option<String>,
-    pub build_url: Option<String>,
-    pub job_id: Option<String>,
     /// The head commit's author, committer and message.
     pub head: Head,
 }
 
-/// The JSON body: what the official reporter sends (each field only when known), with the
-/// token in it, never in the URL, where proxies and servers would log it.
-#[derive(Serialize)]
-struct Body<'a> {
-    repo_token: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    repo_name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    service_name: Option<&'a str>,
-    service_number: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    service_job_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    service_attempt: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    service_branch: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    service_pull_request: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    service_build_url: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    commit_sha: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    carryforward: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    git: Option<Git<'a>>,
-    payload: Payload<'a>,
-}
+impl Build {
+    /// A build numbered `number`, with `fields` (their number is `number`), no carryforward
+    /// flags and no details of its head commit.
+    pub fn new(number: String, number_from: String, fields: Fields<Option<String>>) -> Build {
+        Build {
+            fields: Fields {
+                number: Some(number),
+                ..fields
+            },
+            number_from,
+            carryforward: Vec::new(),
+            head: Head::default(),
+        }
+    }
 
-#[derive(Serialize)]
-struct Payload<'a> {
-    build_num: &'a str,
-    status: &'static str,
-}
+    pub fn number(&self) -> &str {
+        self.fields.number.as_deref().unwrap_or_default()
+    }
 
-/// What Coveralls needs, with `carryforward`, to create a build that no upload made.
-#[derive(Serialize)]
-struct Git<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    branch: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    head: Option<GitHead<'a>>,
-}
-
-#[derive(Serialize)]
-struct GitHead<'a> {
-    id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    author_name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    author_email: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    committer_name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    committer_email: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<&'a str>,
+    pub fn fields(&self) -> &Fields<Option<String>> {
+        &self.fields
+    }
 }
 
 /// The request's body for `build`, as JSON: the one form in which it is both sent and, in a
 /// dry run, shown (one serializer of it in the binary, not one a form).
+///
+/// What the official reporter sends (each field only when known), with the token in it,
+/// never in the URL, where proxies and servers would log it; and `git`, which Coveralls
+/// needs, with `carryforward`, to create a build that no upload made.
 pub fn body(build: &Build, repo_token: &str) -> Value {
-    serde_json::to_value(Body::new(build, repo_token)).expect("the body serialises")
+    let mut body = Map::new();
+    body.insert("repo_token".into(), repo_token.into());
+    insert_known(&mut body, build.fields.entries());
+    if !build.carryforward.is_empty() {
+        body.insert("carryforward".into(), build.carryforward.join(",").into());
+    }
+    if let Some(git) = git(build) {
+        body.insert("git".into(), git);
+    }
+    body.insert(
+        "payload".into(),
+        json!({"build_num": build.number(), "status": "done"}),
+    );
+    Value::Object(body)
 }
 
-impl<'a> Body<'a> {
-    fn new(build: &'a Build, repo_token: &'a str) -> Self {
-        let head = build.commit.as_deref().map(|id| {
-            let head = &build.head;
-            GitHead {
-                id,
-                author_name: head.author_name.as_deref(),
-                author_email: head.author_email.as_deref(),
-                committer_name: head.committer_name.as_deref(),
-                committer_email: head.committer_email.as_deref(),
-                message: head.message.as_deref(),
-            }
-        });
-        let branch = build.branch.as_deref();
-        let git = (branch.is_some() || head.is_some()).then_some(Git { branch, head });
-        Body {
-            repo_token,
-            repo_name: build.repo_name.as_deref(),
-            service_name: build.service_name.as_deref(),
-            service_number: &build.number,
-            service_job_id: build.job_id.as_deref(),
-            service_attempt: build.attempt.as_deref(),
-            service_branch: branch,
-            service_pull_request: build.pull_request.as_deref(),
-            service_build_url: build.build_url.as_deref(),
-            commit_sha: build.commit.as_deref(),
-            carryforward: Some(build.carryforward.join(",")).filter(|flags| !flags.is_empty()),
-            git,
-            payload: Payload {
-                build_num: &build.number,
-                status: "done",
-            },
+/// `git`: the branch, and the head commit with what is known of it.
+fn git(build: &Build) -> Option<Value> {
+    let mut git = Map::new();
+    insert_known(&mut git, [("branch", &build.fields.branch)]);
+    if let Some(id) = &build.fields.commit {
+        let head = &build.head;
+        let mut details = Map::new();
+        details.insert("id".into(), id.as_str().into());
+        insert_known(
+            &mut details,
+            [
+                ("author_name", &head.author_name),
+                ("author_email", &head.author_email),
+                ("committer_name", &head.committer_name),
+                ("committer_email", &head.committer_email),
+                ("message", &head.message),
+            ],
+        );
+        git.insert("head".into(), Value::Object(details));
+    }
+    (!git.is_empty()).then_some(Value::Object(git))
+}
+
+/// Each of `entries` whose value is known, into `map`.
+fn insert_known<'a>(
+    map: &mut Map<String, Value>,
+    entries: impl IntoIterator<Item = (&'a str, &'a Option<String>)>,
+) {
+    for (key, value) in entries {
+        if let Some(value) = value {
+            map.insert(key.to_owned(), value.as_str().into());
         }
     }
 }

@@ -35,7 +35,8 @@ pub(super) fn hint(status: u16, why: &str, sent: &Sent<'_>) -> Option<String> {
             "sent build number {} (from {}); the parallel uploads must have sent the same \
              service_number, and at least one must have reached Coveralls with parallel: \
              true{create}",
-            build.number, build.number_from
+            build.number(),
+            build.number_from
         ));
     }
     if said.contains("already closed") {
@@ -50,7 +51,7 @@ pub(super) fn hint(status: u16, why: &str, sent: &Sent<'_>) -> Option<String> {
         || said.contains("invalid github token")
         || matches!(status, 401 | 403 | 422);
     about_the_token.then(|| {
-        let repo_name = match &build.repo_name {
+        let repo_name = match &build.fields().repo_name {
             Some(name) => format!("with repo_name {name}"),
             None => "without repo_name".to_owned(),
         };

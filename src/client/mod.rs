@@ -1,4 +1,4 @@
-//! The Coveralls client: one [`attempt`] at the Parallel Build Webhook, and [`close`], the
+//! The Coveralls client: one [`attempt()`] at the Parallel Build Webhook, and [`close`], the
 //! closer's retry policy over it. The receiver's closes call the same entry.
 
 mod agent;

@@ -34,6 +34,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::client::{self, Build, Closed};
 use crate::env::Env;
 use crate::error::{Error, Kind};
+use crate::fields::Fields;
 use crate::report::Reporter;
 use crate::settings::Flags;
 use dedup::{Claim, Dedup, Ticket};
@@ -263,7 +264,7 @@ async fn close(
     delivery: &mut Delivery,
 ) -> Reply {
     delivery.project = Some(app.settings.projects[request.project].name.clone());
-    delivery.build = Some(request.build.number.clone());
+    delivery.build = Some(request.build.number().to_owned());
     let ticket = match app.dedup.claim(&request.key, deadline).await {
         Claim::First(ticket) => ticket,
         Claim::Duplicate(mut reply) => {
@@ -314,9 +315,9 @@ fn close_now(app: &App, request: Request, deadline: Instant, ticket: Ticket) -> 
     ui.prefix = format!(
         "project {} build {}: ",
         project.name,
-        log::field(&build.number, 100)
+        log::field(build.number(), 100)
     );
-    if app.settings.failpoints && build.number == "failpoint:panic-in-close" {
+    if app.settings.failpoints && build.number() == "failpoint:panic-in-close" {
         panic!("failpoint: a panic while closing");
     }
     let agent =
@@ -343,7 +344,7 @@ fn answer(
     result: Result<Closed, Error>,
     ui: &Reporter<'_>,
 ) -> (Reply, bool, String) {
-    let number = &build.number;
+    let number = build.number();
     match result {
         Ok(closed) => {
             let jobs = closed.jobs.map_or("?".into(), |j| j.to_string());
@@ -415,13 +416,12 @@ fn request(
     }
     let project_settings = &app.settings.projects[project];
     let service_name = project_settings.service_name.as_deref().unwrap_or(source);
-    let build = Build {
-        number: number.to_owned(),
-        number_from: from,
+    let sent = Fields {
         service_name: Some(service_name.to_owned()),
-        carryforward: project_settings.carryforward.clone(),
-        ..Build::default()
+        ..Fields::default()
     };
+    let mut build = Build::new(number.to_owned(), from, sent);
+    build.carryforward = project_settings.carryforward.clone();
     Ok(Request {
         project,
         key: format!("{source} {} {number}", project_settings.name),
