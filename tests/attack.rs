@@ -410,26 +410,39 @@ fn control_bytes_never_reach_the_log_raw() {
 }
 
 #[test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "failpoints are compiled into debug builds only"
+)]
 fn a_panic_in_a_delivery_is_answered_500_and_the_receiver_goes_on() {
     let coveralls = Server::start(vec![json(200, CLOSED)]);
-    let receiver = Receiver::in_front_of(&coveralls, &[("COVERALLS_FINISH_FAILPOINTS", "1")]);
-    let body = workflow_event("failpoint:panic", "wf-1", "gh/a/b");
+    // The first delivery panics before its verdict, the next two on the closing thread.
+    let failpoints = "before-verdict=1*panic,before-close=2*panic";
+    let receiver =
+        Receiver::in_front_of(&coveralls, &[("COVERALLS_FINISH_FAILPOINTS", failpoints)]);
+    let body = workflow_event("e-1", "wf-1", "gh/a/b");
     let (status, answer) = receiver.circleci(SECRET, "workflow-completed", &body);
     assert_eq!(status, 500, "{answer}");
     let line = receiver.log_line("panic: ");
     assert!(
-        line.contains("failpoint: a panic while reading a delivery"),
+        line.contains("failpoint before-verdict: a panic on purpose"),
         "{line}"
     );
     receiver.log_with("status=500");
     // A panic on the closing thread, with the build's key claimed: the key is let go, so the
     // next delivery of the same build tries again instead of waiting on a dead close.
-    let body = workflow_event("e-2", "failpoint:panic-in-close", "gh/a/b");
+    let body = workflow_event("e-2", "wf-2", "gh/a/b");
     for _ in 0..2 {
         let started = Instant::now();
         let (status, answer) = receiver.circleci(SECRET, "workflow-completed", &body);
         assert_eq!(status, 500, "{answer}");
         assert!(started.elapsed() < Duration::from_secs(2));
     }
+    receiver.log_with("failpoint before-close: a panic on purpose");
     assert_still_closes(&receiver, "wf-after-panics", Duration::from_secs(2));
+    assert_eq!(
+        coveralls.requests().len(),
+        1,
+        "only the last delivery reached Coveralls"
+    );
 }

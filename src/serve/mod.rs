@@ -7,6 +7,7 @@ compile_error!("the receiver (feature `serve`) needs panic = \"unwind\"; see Car
 
 mod circleci;
 mod dedup;
+mod failpoint;
 mod http;
 mod log;
 mod magnum;
@@ -28,6 +29,7 @@ use crate::error::{Error, Kind};
 use crate::report::Reporter;
 use crate::settings::Flags;
 use dedup::{Claim, Dedup, Ticket};
+use failpoint::failpoint;
 use projects::{Project, Settings};
 
 /// CircleCI waits 10 seconds for an answer; a close must fit well inside that, counted from
@@ -118,6 +120,7 @@ struct App {
 
 pub fn run(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
     let settings = Settings::load(flags, env)?;
+    failpoint::arm(env)?;
     let secrets: Arc<[String]> = settings.secrets().into();
     for secret in secrets.iter() {
         ui.mask(secret);
@@ -233,6 +236,7 @@ async fn deliver(
     deadline: Instant,
     delivery: &mut Delivery,
 ) -> Reply {
+    failpoint("before-verdict");
     let verdict = match source {
         Source::CircleCi => circleci::verdict(app, &parts.headers, body, delivery),
         Source::Magnum => {
@@ -307,9 +311,7 @@ fn close_now(app: &App, request: Request, deadline: Instant, ticket: Ticket) -> 
         project.name,
         log::field(&build.number, 100)
     );
-    if app.settings.failpoints && build.number == "failpoint:panic-in-close" {
-        panic!("failpoint: a panic while closing");
-    }
+    failpoint("before-close");
     let agent =
         &project.agents[app.next_agent.fetch_add(1, Ordering::Relaxed) % project.agents.len()];
     let token = project.token.expose();

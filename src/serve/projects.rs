@@ -24,8 +24,6 @@ pub struct Settings {
     pub magnum_secret: Option<Secret>,
     pub projects: Vec<Project>,
     pub debug: bool,
-    /// Fault injection for the tests (`COVERALLS_FINISH_FAILPOINTS=1`), in debug builds only.
-    pub failpoints: bool,
 }
 
 pub struct Project {
@@ -119,8 +117,6 @@ impl Settings {
             magnum_secret: secret("MAGNUM_HOOK_SECRET")?,
             projects,
             debug,
-            failpoints: cfg!(debug_assertions)
-                && env.get("COVERALLS_FINISH_FAILPOINTS")? == Some("1"),
         };
         if let Some(secret) = &settings.magnum_secret {
             let length = secret.expose().len();
