@@ -35,7 +35,7 @@ pub fn run(
     let mut ui = Reporter::new(out, err, env);
     match settings::parse(args) {
         Ok(Command::Help(scope)) => {
-            ui.result(settings::help(scope).trim_end());
+            ui.result(help(scope).trim_end());
             0
         }
         Ok(Command::Version) => {
@@ -52,6 +52,16 @@ pub fn run(
         Ok(Command::Close(flags)) => close::run(Ok(flags), env, &mut ui),
         Err(error) => close::run(Err(error), env, &mut ui),
     }
+}
+
+/// `--help`; the receiver's adds what only it knows: its sources' variables and routes.
+fn help(scope: settings::Scope) -> String {
+    let text = settings::help(scope);
+    #[cfg(feature = "serve")]
+    if scope == settings::Scope::Serve {
+        return text + &serve::help();
+    }
+    text
 }
 
 #[cfg(feature = "serve")]

@@ -492,12 +492,8 @@ pub fn help(scope: Scope) -> String {
     }
     text += "  -h, --help\n      print this help\n  -V, --version\n      print the version\n\n";
     text += match scope {
-        Scope::Serve => {
-            "Environment: CIRCLECI_WEBHOOK_SECRET (switches /circleci on), MAGNUM_HOOK_SECRET\n\
-             (switches /magnum on), COVERALLS_REPO_TOKEN (the one project without --config).\n\
-             Routes: POST /circleci, POST /magnum?secret=..., GET /healthz.\n\
-             Stops on SIGTERM or SIGINT after answering what is in flight.\n"
-        }
+        // The receiver adds its sources' variables and routes (`serve::help`).
+        Scope::Serve => "",
         Scope::Close | Scope::Both => {
             "The repo token is read from COVERALLS_REPO_TOKEN only (a Coveralls repo token, or a\n\
              GitHub Actions GITHUB_TOKEN): never from a flag, where process listings would show it.\n\n\

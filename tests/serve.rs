@@ -695,3 +695,55 @@ fn a_stalled_connection_is_retried_within_the_budget() {
     );
     receiver.log_with("attempt 1/6 failed");
 }
+
+#[test]
+fn every_circleci_fixture_is_read() {
+    let (_coveralls, receiver) = closing();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if !name.starts_with("circleci_") {
+            continue;
+        }
+        let body = fixture(&name);
+        let event: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let (id, kind) = (
+            event["id"].as_str().unwrap(),
+            event["type"].as_str().unwrap(),
+        );
+        assert!(!id.is_empty(), "{name}");
+        let (status, answer) = receiver.circleci(SECRET, kind, &body);
+        assert!(status == 200 || status == 202, "{name}: {status} {answer}");
+        receiver.log_with(&format!("POST /circleci event={kind} id={id} "));
+        if name.contains("workflow_completed") {
+            assert_eq!(answer["build_num"], WORKFLOW, "{name}");
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, 4);
+}
+
+#[test]
+fn the_magnum_fixture_is_read() {
+    let coveralls = Server::start(vec![json(200, CLOSED)]);
+    let projects = r#"
+endpoint = "{endpoint}"
+[[project]]
+name = "magnum-43"
+magnum_project_id = 43
+repo_token = "magnum-token-in-file"
+statuses = ["pass"]
+"#;
+    let env = [("MAGNUM_HOOK_SECRET", MAGNUM)];
+    let receiver =
+        Receiver::with_projects(&coveralls, projects, &env).secret("magnum-token-in-file");
+    let path = format!("/magnum?secret={MAGNUM}");
+    let (status, answer) = receiver.post(&path, &[], &fixture("magnum_hook.json"));
+    // Project 43, build 130, status "pass": the only one this project closes on.
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (answer["project"].as_str(), answer["build_num"].as_str()),
+        (Some("magnum-43"), Some("130"))
+    );
+}
