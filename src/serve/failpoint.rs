@@ -8,9 +8,10 @@
 use crate::env::Env;
 use crate::error::Error;
 
-/// Every failpoint there is: arming any other name is a configuration error.
+/// Every failpoint there is, named for where it is (and what it was first made for: any can
+/// abort as well); arming any other name is a configuration error.
 #[cfg(debug_assertions)]
-const POINTS: &[&str] = &["before-verdict", "before-close"];
+const POINTS: &[&str] = &["panic-in-verdict", "panic-in-close"];
 
 /// Arm the failpoints the environment names.
 #[cfg(debug_assertions)]
@@ -125,13 +126,13 @@ mod armed {
 
         #[test]
         fn points_fire_as_often_as_they_are_told() {
-            let points = parse("before-verdict, before-close=2*abort").unwrap();
+            let points = parse("panic-in-verdict, panic-in-close=2*abort").unwrap();
             let [always, twice] = points.as_slice() else {
                 panic!("two points");
             };
             assert_eq!(
                 (always.name.as_str(), always.action),
-                ("before-verdict", Action::Panic)
+                ("panic-in-verdict", Action::Panic)
             );
             assert!((0..5).all(|_| always.fires()));
             assert_eq!(twice.action, Action::Abort);
@@ -144,16 +145,16 @@ mod armed {
             let error = |spec: &str| parse(spec).err().unwrap();
             assert_eq!(
                 error("after-lunch"),
-                "no failpoint is named \"after-lunch\"; expected one of before-verdict, \
-                 before-close"
+                "no failpoint is named \"after-lunch\"; expected one of panic-in-verdict, \
+                 panic-in-close"
             );
             assert_eq!(
-                error("before-close=x*panic"),
-                "before-close: the count \"x\" is not a number"
+                error("panic-in-close=x*panic"),
+                "panic-in-close: the count \"x\" is not a number"
             );
             assert_eq!(
-                error("before-close=explode"),
-                "before-close: the action \"explode\" is neither panic nor abort"
+                error("panic-in-close=explode"),
+                "panic-in-close: the action \"explode\" is neither panic nor abort"
             );
         }
     }

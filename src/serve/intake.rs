@@ -34,7 +34,7 @@ pub async fn deliver(
     deadline: Instant,
     log: &mut LogFields,
 ) -> Reply {
-    failpoint("before-verdict");
+    failpoint("panic-in-verdict");
     match source.verdict(&app.settings, parts, body, log) {
         Verdict::Answer(reply) => reply,
         Verdict::Close(close) => close_once(app, *close, deadline, log).await,
@@ -96,7 +96,7 @@ fn close_now(app: &App, close: Close, deadline: Instant, ticket: Ticket) -> (Rep
         close.project,
         field(&build.number, 100)
     );
-    failpoint("before-close");
+    failpoint("panic-in-close");
     let (result, expected_jobs) = match app.settings.project(&close.project) {
         Some(project) => (
             send(app, project, &close, deadline, &mut ui),

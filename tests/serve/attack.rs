@@ -390,7 +390,7 @@ fn control_bytes_never_reach_the_log_raw() {
 fn a_panic_in_a_delivery_is_answered_500_and_the_receiver_goes_on() {
     let coveralls = Server::start(vec![json(200, CLOSED)]);
     // The first delivery panics before its verdict, the next two on the closing thread.
-    let failpoints = "before-verdict=1*panic,before-close=2*panic";
+    let failpoints = "panic-in-verdict=1*panic,panic-in-close=2*panic";
     let receiver =
         Receiver::in_front_of(&coveralls, &[("COVERALLS_FINISH_FAILPOINTS", failpoints)]);
     let body = workflow_event("e-1", "wf-1", "gh/a/b");
@@ -398,7 +398,7 @@ fn a_panic_in_a_delivery_is_answered_500_and_the_receiver_goes_on() {
     assert_eq!(status, 500, "{answer}");
     let line = receiver.log_line("panic: ");
     assert!(
-        line.contains("failpoint before-verdict: a panic on purpose"),
+        line.contains("failpoint panic-in-verdict: a panic on purpose"),
         "{line}"
     );
     receiver.log_with("status=500");
@@ -411,7 +411,7 @@ fn a_panic_in_a_delivery_is_answered_500_and_the_receiver_goes_on() {
         assert_eq!(status, 500, "{answer}");
         assert!(started.elapsed() < Duration::from_secs(2));
     }
-    receiver.log_with("failpoint before-close: a panic on purpose");
+    receiver.log_with("failpoint panic-in-close: a panic on purpose");
     assert_still_closes(&receiver, "wf-after-panics", Duration::from_secs(2));
     assert_eq!(
         coveralls.requests().len(),
@@ -427,7 +427,7 @@ fn a_panic_in_a_delivery_is_answered_500_and_the_receiver_goes_on() {
 )]
 fn an_abort_at_a_failpoint_ends_the_receiver_at_once() {
     let coveralls = Server::start(vec![json(200, CLOSED)]);
-    let failpoints = [("COVERALLS_FINISH_FAILPOINTS", "before-close=abort")];
+    let failpoints = [("COVERALLS_FINISH_FAILPOINTS", "panic-in-close=abort")];
     let mut receiver = Receiver::in_front_of(&coveralls, &failpoints);
     assert_eq!(
         receiver.get("/healthz"),
@@ -442,7 +442,7 @@ fn an_abort_at_a_failpoint_ends_the_receiver_at_once() {
     let status = receiver.exit_status(Duration::from_secs(5));
     let status = status.expect("the receiver ended");
     assert!(!status.success(), "{status}");
-    receiver.log_with("failpoint before-close: aborting on purpose");
+    receiver.log_with("failpoint panic-in-close: aborting on purpose");
     assert!(coveralls.requests().is_empty());
 }
 
@@ -455,7 +455,7 @@ fn a_failpoint_that_does_not_exist_stops_it_at_start() {
     let output = binary()
         .env("CIRCLECI_WEBHOOK_SECRET", SECRET)
         .env("COVERALLS_REPO_TOKEN", "a-token-for-this-test")
-        .env("COVERALLS_FINISH_FAILPOINTS", "before-close,after-lunch")
+        .env("COVERALLS_FINISH_FAILPOINTS", "panic-in-close,after-lunch")
         .arg("serve")
         .output()
         .unwrap();
@@ -464,7 +464,7 @@ fn a_failpoint_that_does_not_exist_stops_it_at_start() {
     assert!(
         stderr.contains(
             "COVERALLS_FINISH_FAILPOINTS: no failpoint is named \"after-lunch\"; expected one of \
-             before-verdict, before-close"
+             panic-in-verdict, panic-in-close"
         ),
         "{stderr}"
     );
