@@ -7,6 +7,10 @@
 //!
 //! `cargo run --release --example receiver_load -- URL SECRET COUNT CONCURRENCY [--idle N] [--slow M] [--fresh]`
 
+// The tests' signer: one HMAC in hex for the tests and this tool.
+#[path = "../tests/support/sign.rs"]
+mod sign;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -27,7 +31,6 @@ fn main() {
     let count: usize = count.parse().expect("COUNT");
     let concurrency: usize = concurrency.parse().expect("CONCURRENCY");
     let attackers = attack(url, idle, slow);
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
     // Unique to this run, so that a second run closes new workflows rather than duplicates.
     let run = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -39,9 +42,8 @@ fn main() {
                 r#"{{"id":"event-{run}-{i}","type":"workflow-completed","happened_at":"2026-11-22T00:00:00Z","project":{{"id":"p","slug":"gh/bench/receiver","name":"receiver"}},"workflow":{{"id":"workflow-{run}-{i}","name":"test","status":"success"}},"pipeline":{{"id":"x","number":{i}}}}}"#
             )
             .into_bytes();
-            let tag = ring::hmac::sign(&key, &body);
-            let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-            (body, format!("v1={hex}"))
+            let signature = format!("v1={}", sign::sign(secret, &body));
+            (body, signature)
         })
         .collect();
     let next = AtomicUsize::new(0);

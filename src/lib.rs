@@ -40,7 +40,7 @@ pub fn run(
     let mut ui = Reporter::new(out, err, env);
     match settings::parse(args) {
         Ok(Command::Help(cmd)) => {
-            ui.result(settings::help(cmd).trim_end());
+            ui.result(help(cmd).trim_end());
             0
         }
         Ok(Command::Version) => {
@@ -59,6 +59,16 @@ pub fn run(
         Ok(Command::Close(flags)) => close::run(Ok(flags), env, &mut ui),
         Err(error) => close::run(Err(error), env, &mut ui),
     }
+}
+
+/// `--help`; the receiver's adds what only it knows: its sources' variables and routes.
+fn help(cmd: settings::Cmd) -> String {
+    let text = settings::help(cmd);
+    #[cfg(feature = "serve")]
+    if cmd == settings::Cmd::Serve {
+        return text + &serve::help();
+    }
+    text
 }
 
 /// `serve` and `deliveries`: the receiver and the command that reads its store.

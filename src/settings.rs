@@ -54,10 +54,8 @@ pub const COMMANDS: &[CommandDef] = &[
         operands: None,
         about: "Receive CircleCI webhooks and Magnum CI hooks; close the matching Coveralls build.",
         usage: "Usage: coveralls-finish serve [OPTIONS]",
-        notes: "Environment: CIRCLECI_WEBHOOK_SECRET (switches /circleci on), MAGNUM_HOOK_SECRET\n\
-                (switches /magnum on), COVERALLS_REPO_TOKEN (the one project without --config).\n\
-                Routes: POST /circleci, POST /magnum?secret=..., GET /healthz.\n\
-                Stops on SIGTERM or SIGINT after answering what is in flight.\n",
+        // The receiver adds its sources' variables and routes (`serve::help`).
+        notes: "",
     },
     CommandDef {
         cmd: Cmd::Deliveries,

@@ -235,34 +235,3 @@ fn settings_are_checked_and_the_dry_run_says_what_would_be_checked() {
         out.stdout
     );
 }
-
-#[cfg(feature = "serve")]
-#[test]
-fn the_receiver_says_when_a_project_closed_with_too_few_jobs() {
-    let coveralls = Server::start(vec![json(200, support::CLOSED)]);
-    let projects = r#"
-endpoint = "{endpoint}"
-[[project]]
-name = "api"
-circleci_slug = "gh/circleci/webhook-service"
-repo_token_env = "API_TOKEN"
-expected_jobs = 6
-"#;
-    let env = [
-        ("CIRCLECI_WEBHOOK_SECRET", support::SECRET),
-        ("API_TOKEN", support::REPO_TOKEN),
-    ];
-    let receiver = support::Receiver::with_projects(&coveralls, projects, &env);
-    let body = support::fixture("circleci_workflow_completed_github_oauth.json");
-    let (status, answer) = receiver.circleci(support::SECRET, "workflow-completed", &body);
-    assert_eq!(status, 200, "a redelivery cannot help: {answer}");
-    assert_eq!(
-        (answer["jobs"].as_u64(), answer["expected_jobs"].as_u64()),
-        (Some(3), Some(6))
-    );
-    let line = receiver.log_line("POST /circleci event=workflow-completed");
-    assert!(
-        line.contains(r#"outcome="closed with too few jobs: 3 of 6 expected""#),
-        "{line}"
-    );
-}

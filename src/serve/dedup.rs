@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
-use super::Reply;
+use super::reply::Reply;
 
 /// A bounded record of recent closes, keyed by build. The first delivery of a key does the
 /// work; concurrent duplicates wait for its answer instead of closing a second time.

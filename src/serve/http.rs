@@ -22,7 +22,11 @@ use serde_json::json;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 
-use super::{App, Delivery, Reply, Source};
+use super::App;
+use super::intake::{self, BUDGET};
+use super::log::{LogFields, field};
+use super::reply::Reply;
+use super::sources::{SOURCES, Source, listed};
 
 /// Time to send a request's head: a slow or idle client (keep-alive included) is cut off.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -170,56 +174,98 @@ async fn respond(
     let arrival = Instant::now();
     let _in_flight = InFlight::enter(&app);
     let method = request.method().clone();
-    let path = super::log::field(request.uri().path(), MAX_LOGGED_PATH);
-    let (reply, delivery) = match tokio::spawn(handle(Arc::clone(&app), request, arrival)).await {
+    let path = field(request.uri().path(), MAX_LOGGED_PATH);
+    let route = Route::of(request.uri().path());
+    let (reply, fields) = match tokio::spawn(handle(Arc::clone(&app), request, arrival)).await {
         Ok(done) => done,
         Err(failed) => {
-            let delivery = Delivery {
+            let fields = LogFields {
                 outcome: Some(format!("failed: {failed}")),
-                ..Delivery::default()
+                ..LogFields::default()
             };
             let reply = Reply::error(500, "the receiver failed on this delivery; see its log");
-            (reply, delivery)
+            (reply, fields)
         }
     };
-    app.log_delivery(&method, &path, &reply, &delivery, arrival);
-    Ok(response(&reply, &path))
+    app.log_delivery(&method, &path, &reply, &fields, arrival);
+    Ok(response(&reply, route))
 }
 
-async fn handle(app: Arc<App>, request: Request<Incoming>, arrival: Instant) -> (Reply, Delivery) {
-    let mut delivery = Delivery::default();
+/// Where a request goes, by its path.
+#[derive(Clone, Copy)]
+enum Route {
+    Health,
+    Source(&'static dyn Source),
+    Nowhere,
+}
+
+impl Route {
+    fn of(path: &str) -> Route {
+        if path == "/healthz" {
+            return Route::Health;
+        }
+        let source = SOURCES
+            .iter()
+            .find(|source| path.strip_prefix('/') == Some(source.name()));
+        source.map_or(Route::Nowhere, |source| Route::Source(*source))
+    }
+
+    /// The methods it takes, for a 405's `Allow`.
+    fn allow(self) -> Option<&'static str> {
+        match self {
+            Route::Health => Some("GET, HEAD"),
+            Route::Source(_) => Some("POST"),
+            Route::Nowhere => None,
+        }
+    }
+}
+
+/// Every route, as a 404 lists them: `/circleci, /magnum or /healthz`.
+fn routes() -> String {
+    let mut routes: Vec<String> = SOURCES.iter().map(|s| format!("/{}", s.name())).collect();
+    routes.push("/healthz".to_owned());
+    listed(&routes, "or")
+}
+
+/// `serve --help`'s routes: `Routes: POST /circleci, POST /magnum?secret=..., GET /healthz.`
+pub fn routes_help() -> String {
+    let sources = SOURCES
+        .iter()
+        .map(|s| format!("POST /{}{}, ", s.name(), s.query_help()));
+    format!("Routes: {}GET /healthz.", sources.collect::<String>())
+}
+
+async fn handle(app: Arc<App>, request: Request<Incoming>, arrival: Instant) -> (Reply, LogFields) {
+    let mut fields = LogFields::default();
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
-    let reply = match (path, &parts.method) {
-        ("/healthz", &Method::GET | &Method::HEAD) => {
+    let reply = match (Route::of(path), &parts.method) {
+        (Route::Health, &Method::GET | &Method::HEAD) => {
             let in_flight = app.in_flight.load(Ordering::SeqCst);
             Reply::new(200, json!({"ok": true, "in_flight": in_flight}))
         }
-        ("/circleci" | "/magnum", &Method::POST) => {
+        (Route::Source(source), &Method::POST) => {
             match read_body(&app, &parts, body, arrival).await {
                 Ok(body) => {
-                    let source = match path {
-                        "/circleci" => Source::CircleCi,
-                        _ => Source::Magnum,
-                    };
-                    let deadline = arrival + super::BUDGET;
-                    super::deliver(&app, source, &parts, &body, deadline, &mut delivery).await
+                    let deadline = arrival + BUDGET;
+                    intake::deliver(&app, source, &parts, &body, deadline, &mut fields).await
                 }
                 Err(reply) => reply,
             }
         }
-        ("/healthz" | "/circleci" | "/magnum", method) => {
+        (Route::Health | Route::Source(_), method) => {
             Reply::error(405, format!("{method} is not allowed on {path}"))
         }
-        _ => Reply::error(
+        (Route::Nowhere, _) => Reply::error(
             404,
             format!(
-                "no route {}; expected /circleci, /magnum or /healthz",
-                super::log::field(path, MAX_LOGGED_PATH)
+                "no route {}; expected {}",
+                field(path, MAX_LOGGED_PATH),
+                routes()
             ),
         ),
     };
-    (reply, delivery)
+    (reply, fields)
 }
 
 /// The body, at most [`MAX_BODY`] bytes and within [`BODY_TIMEOUT`] of the head; cut short
@@ -230,7 +276,7 @@ async fn read_body(
     body: Incoming,
     arrival: Instant,
 ) -> Result<Bytes, Reply> {
-    let too_large = || Reply::error(413, format!("the body is over {MAX_BODY} bytes")).closing();
+    let too_large = || Reply::error(413, format!("the body is over {MAX_BODY} bytes")).hang_up();
     let declared = parts
         .headers
         .get(CONTENT_LENGTH)
@@ -249,35 +295,31 @@ async fn read_body(
         read = read => match read {
             Ok(Ok(collected)) => Ok(collected.to_bytes()),
             Ok(Err(err)) if err.is::<LengthLimitError>() => Err(too_large()),
-            Ok(Err(err)) => Err(Reply::error(400, format!("cannot read the body: {err}")).closing()),
+            Ok(Err(err)) => Err(Reply::error(400, format!("cannot read the body: {err}")).hang_up()),
             Err(_) => Err(Reply::error(
                 408,
                 format!("the body did not arrive within {BODY_TIMEOUT:?}"),
             )
-            .closing()),
+            .hang_up()),
         },
         _ = stopping.wait_for(|stopping| *stopping) => Err(Reply::error(
             503,
             "the receiver is stopping; deliver again",
         )
-        .closing()),
+        .hang_up()),
     }
 }
 
-fn response(reply: &Reply, path: &str) -> Response<Full<Bytes>> {
+fn response(reply: &Reply, route: Route) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(reply.body.to_string())));
     *response.status_mut() = hyper::StatusCode::from_u16(reply.status)
         .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if reply.status == 405 {
-        let allow = match path {
-            "/healthz" => "GET, HEAD",
-            _ => "POST",
-        };
+    if let (405, Some(allow)) = (reply.status, route.allow()) {
         headers.insert(ALLOW, HeaderValue::from_static(allow));
     }
-    if reply.close {
+    if reply.hang_up {
         headers.insert(CONNECTION, HeaderValue::from_static("close"));
     }
     response

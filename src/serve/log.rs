@@ -6,10 +6,22 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use super::{App, Delivery, Reply};
+use super::App;
+use super::reply::Reply;
 
 /// The longest a field may be in a log line.
 const MAX_FIELD: usize = 200;
+
+/// What a delivery's log line says beside its method, path and status, filled in as the
+/// delivery is handled.
+#[derive(Default)]
+pub struct LogFields {
+    pub event: Option<String>,
+    pub id: Option<String>,
+    pub project: Option<String>,
+    pub build: Option<String>,
+    pub outcome: Option<String>,
+}
 
 /// `text` as one log field: as it is when it is a plain token (an id, a slug, a number),
 /// else quoted with every control character escaped; at most `max` characters.
@@ -37,14 +49,14 @@ impl App {
         method: &hyper::Method,
         path: &str,
         reply: &Reply,
-        delivery: &Delivery,
+        fields: &LogFields,
         arrival: Instant,
     ) {
         let value = |value: &Option<String>| match value {
             Some(value) => field(value, MAX_FIELD),
             None => "-".to_owned(),
         };
-        let outcome = delivery.outcome.clone().unwrap_or_else(|| {
+        let outcome = fields.outcome.clone().unwrap_or_else(|| {
             let said = reply.body.get("error").or(reply.body.get("ignored"));
             said.and_then(Value::as_str).unwrap_or("ok").to_owned()
         });
@@ -52,10 +64,10 @@ impl App {
         self.log_line(&format!(
             "{} {path} event={} id={} project={} build={} status={} outcome={outcome:?} ms={:.1}",
             field(method.as_str(), 32),
-            value(&delivery.event),
-            value(&delivery.id),
-            value(&delivery.project),
-            value(&delivery.build),
+            value(&fields.event),
+            value(&fields.id),
+            value(&fields.project),
+            value(&fields.build),
             reply.status,
             arrival.elapsed().as_secs_f64() * 1000.0,
         ));

@@ -1,21 +1,23 @@
-//! `coveralls-finish serve`: receive CircleCI webhooks and Magnum CI hooks, and close the
-//! matching Coveralls build with the closer's own client, retry policy and errors.
+//! `coveralls-finish serve`: receive CI webhooks (the sources in [`sources::SOURCES`]) and
+//! close the matching Coveralls build with the closer's own client, retry policy and errors.
 
 // One bad request must not take the receiver down: it is built to unwind, and answers 500.
 #[cfg(panic = "abort")]
 compile_error!("the receiver (feature `serve`) needs panic = \"unwind\"; see Cargo.toml");
 
-mod circleci;
 mod dedup;
 mod deliveries;
+mod failpoint;
 mod http;
+mod intake;
 mod log;
-mod magnum;
 #[allow(dead_code, reason = "wired into the receiver next")]
 mod metrics;
 mod projects;
+mod reply;
 #[allow(dead_code, reason = "wired into the receiver next")]
 mod schedule;
+mod sources;
 #[allow(dead_code, reason = "wired into the receiver next")]
 mod store;
 
@@ -24,94 +26,23 @@ pub use deliveries::run as deliveries;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
 
-use hyper::http::request::Parts;
-use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
 
-use crate::client::{self, Build, Closed};
 use crate::env::Env;
-use crate::error::{Error, Kind};
-use crate::fields::Fields;
+use crate::error::Error;
 use crate::report::Reporter;
 use crate::settings::Flags;
-use dedup::{Claim, Dedup, Ticket};
-use projects::{Project, Settings};
+use dedup::Dedup;
+use projects::Settings;
 
-/// CircleCI waits 10 seconds for an answer; a close must fit well inside that, counted from
-/// the delivery's arrival.
-const BUDGET: Duration = Duration::from_secs(8);
 /// Closes under way at once, each on a thread of its own (the client blocks); more wait for
 /// a place until their budget runs out.
 const CLOSES_AT_ONCE: usize = 128;
-/// Past the budget, the answer is given even if a close has not even started (a backstop).
-const SLACK: Duration = Duration::from_millis(800);
 /// Closed builds remembered, to answer duplicates without closing twice.
 const REMEMBERED: usize = 50_000;
-
-/// An answer to a delivery: a status and a JSON body; `close` ends the connection after it.
-#[derive(Clone, Debug)]
-struct Reply {
-    status: u16,
-    body: Value,
-    close: bool,
-}
-
-impl Reply {
-    fn new(status: u16, body: Value) -> Self {
-        Reply {
-            status,
-            body,
-            close: false,
-        }
-    }
-
-    fn error(status: u16, message: impl Into<String>) -> Self {
-        Reply::new(status, json!({ "error": message.into() }))
-    }
-
-    fn ignored(why: impl Into<String>) -> Self {
-        Reply::new(202, json!({ "ignored": why.into() }))
-    }
-
-    fn closing(mut self) -> Self {
-        self.close = true;
-        self
-    }
-}
-
-/// One delivery as it is handled: what its log line will say.
-#[derive(Default)]
-struct Delivery {
-    event: Option<String>,
-    id: Option<String>,
-    project: Option<String>,
-    build: Option<String>,
-    outcome: Option<String>,
-}
-
-/// Where a delivery came from.
-#[derive(Clone, Copy)]
-enum Source {
-    CircleCi,
-    Magnum,
-}
-
-/// What a delivery asks for, once read: an answer at once, or a close first.
-enum Verdict {
-    Answer(Reply),
-    Close(Box<Request>),
-}
-
-/// A close to make: the project (its index in the settings), the build, and the key under
-/// which duplicates of the delivery are recognised.
-struct Request {
-    project: usize,
-    build: Build,
-    key: String,
-}
 
 struct App {
     settings: Settings,
@@ -128,6 +59,7 @@ struct App {
 
 pub fn run(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
     let settings = Settings::load(flags, env)?;
+    failpoint::arm(env)?;
     let secrets: Arc<[String]> = settings.secrets().into();
     for secret in secrets.iter() {
         ui.mask(secret);
@@ -149,12 +81,12 @@ pub fn run(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
         stopping: watch::Sender::new(false),
     });
     let served = runtime.block_on(async {
-        let listener = http::listen(&app.settings.listen).await.map_err(|err| {
-            Error::config(format!("cannot listen on {}: {err}", app.settings.listen))
-        })?;
-        let address = listener.local_addr().map_err(|err| {
-            Error::config(format!("cannot listen on {}: {err}", app.settings.listen))
-        })?;
+        let cannot_listen =
+            |err| Error::config(format!("cannot listen on {}: {err}", app.settings.listen));
+        let listener = http::listen(&app.settings.listen)
+            .await
+            .map_err(cannot_listen)?;
+        let address = listener.local_addr().map_err(cannot_listen)?;
         introduce(&app, address, limit_note.as_deref(), ui);
         let app_in_panics = Arc::clone(&app);
         std::panic::set_hook(Box::new(move |info| {
@@ -175,6 +107,33 @@ pub fn run(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
     }
 }
 
+/// What `serve --help` says after the options: the variables that switch each source on,
+/// the routes, and how it stops.
+pub fn help() -> String {
+    let mut text = wrap(&sources::environment_help(), 80);
+    text += &wrap(&http::routes_help(), 80);
+    text += "Stops on SIGTERM or SIGINT after answering what is in flight.\n";
+    text
+}
+
+/// `text` in lines of at most `width` characters, broken at spaces, each ending in `\n`.
+fn wrap(text: &str, width: usize) -> String {
+    let mut lines = String::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        if !line.is_empty() && line.len() + 1 + word.len() > width {
+            lines += &line;
+            lines.push('\n');
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line += word;
+    }
+    lines + &line + "\n"
+}
+
 /// The first lines of the log: where it listens and what it will do.
 fn introduce(app: &App, address: SocketAddr, limit_note: Option<&str>, ui: &mut Reporter) {
     let settings = &app.settings;
@@ -182,15 +141,7 @@ fn introduce(app: &App, address: SocketAddr, limit_note: Option<&str>, ui: &mut 
         "coveralls-finish {} serve: listening on http://{address}",
         crate::VERSION
     ));
-    let state = |secret: &Option<_>, var: &str| match secret {
-        Some(_) => "on".to_owned(),
-        None => format!("off ({var} is not set)"),
-    };
-    ui.log(&format!(
-        "POST /circleci: {}; POST /magnum: {}",
-        state(&settings.circleci_secret, "CIRCLECI_WEBHOOK_SECRET"),
-        state(&settings.magnum_secret, "MAGNUM_HOOK_SECRET")
-    ));
+    ui.log(&sources::states(settings));
     for project in &settings.projects {
         ui.log(&format!("project {}: {}", project.name, project.describe()));
     }
@@ -234,197 +185,27 @@ impl App {
     }
 }
 
-/// A delivery's body, read: its source decides, and a close is made if it asks for one.
-async fn deliver(
-    app: &Arc<App>,
-    source: Source,
-    parts: &Parts,
-    body: &[u8],
-    deadline: Instant,
-    delivery: &mut Delivery,
-) -> Reply {
-    let verdict = match source {
-        Source::CircleCi => circleci::verdict(app, &parts.headers, body, delivery),
-        Source::Magnum => {
-            let query = parts.uri.query().unwrap_or("");
-            magnum::verdict(app, &parts.headers, query, body, delivery)
-        }
-    };
-    match verdict {
-        Verdict::Answer(reply) => reply,
-        Verdict::Close(request) => close(app, *request, deadline, delivery).await,
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Close the requested build, once per key, within `deadline`.
-async fn close(
-    app: &Arc<App>,
-    request: Request,
-    deadline: Instant,
-    delivery: &mut Delivery,
-) -> Reply {
-    delivery.project = Some(app.settings.projects[request.project].name.clone());
-    delivery.build = Some(request.build.number().to_owned());
-    let ticket = match app.dedup.claim(&request.key, deadline).await {
-        Claim::First(ticket) => ticket,
-        Claim::Duplicate(mut reply) => {
-            delivery.outcome = Some("duplicate: answered as the first delivery was".to_owned());
-            reply.body["duplicate"] = json!(true);
-            return reply;
-        }
-        Claim::StillRunning => {
-            delivery.outcome = Some("duplicate: the first delivery is still closing".to_owned());
-            return Reply::error(
-                503,
-                "another delivery of this event is still closing the build",
-            );
-        }
-    };
-    let place = tokio::time::timeout_at(deadline.into(), Arc::clone(&app.closes).acquire_owned());
-    let Ok(Ok(place)) = place.await else {
-        delivery.outcome = Some("not closed: no place to close it in time".to_owned());
-        return Reply::error(503, "too many closes under way; deliver again");
-    };
-    let worker = {
-        let app = Arc::clone(app);
-        tokio::task::spawn_blocking(move || {
-            let _place = place;
-            close_now(&app, request, deadline, ticket)
-        })
-    };
-    match tokio::time::timeout_at((deadline + SLACK).into(), worker).await {
-        Ok(Ok((reply, outcome))) => {
-            delivery.outcome = Some(outcome);
-            reply
-        }
-        // The close panicked: let the delivery's task fail, to be answered 500.
-        Ok(Err(failed)) => std::panic::resume_unwind(failed.into_panic()),
-        Err(_) => {
-            delivery.outcome = Some("not closed: out of time".to_owned());
-            Reply::error(503, "out of time before the build could be closed")
-        }
-    }
-}
-
-/// The close itself, on a thread of its own; the answer, and what the log line says of it.
-fn close_now(app: &App, request: Request, deadline: Instant, ticket: Ticket) -> (Reply, String) {
-    let project = &app.settings.projects[request.project];
-    let build = &request.build;
-    let (mut out, mut err) = (std::io::sink(), std::io::stderr());
-    let mut ui = app.reporter(&mut out, &mut err);
-    ui.prefix = format!(
-        "project {} build {}: ",
-        project.name,
-        log::field(build.number(), 100)
-    );
-    if app.settings.failpoints && build.number() == "failpoint:panic-in-close" {
-        panic!("failpoint: a panic while closing");
-    }
-    let agent =
-        &project.agents[app.next_agent.fetch_add(1, Ordering::Relaxed) % project.agents.len()];
-    let token = project.token.expose();
-    let result = client::close(
-        agent,
-        &project.coveralls,
-        build,
-        token,
-        Some(deadline),
-        &mut ui,
-    );
-    let (reply, remember, outcome) = answer(project, build, result, &ui);
-    ticket.settle(&reply, remember);
-    (reply, outcome)
-}
-
-/// The answer to a close, whether a later delivery should get the same one, and the outcome
-/// for the log.
-fn answer(
-    project: &Project,
-    build: &Build,
-    result: Result<Closed, Error>,
-    ui: &Reporter<'_>,
-) -> (Reply, bool, String) {
-    let number = build.number();
-    match result {
-        Ok(closed) => {
-            let jobs = closed.jobs.map_or("?".into(), |j| j.to_string());
-            let mut body = json!({
-                "closed": true, "project": project.name, "build_num": number,
-                "url": closed.url, "jobs": closed.jobs,
-            });
-            let mut outcome = format!("closed: {jobs} jobs");
-            // Fewer jobs than the project expects: said, but answered 200, since a redelivery
-            // cannot reopen the build.
-            if let Some(expected) = project.expected_jobs {
-                body["expected_jobs"] = json!(expected);
-                if closed.jobs.is_none_or(|jobs| jobs < expected) {
-                    outcome = format!("closed with too few jobs: {jobs} of {expected} expected");
-                }
+    #[test]
+    fn help_names_every_source_s_variables_and_route_in_lines_of_80() {
+        let help = help();
+        for source in sources::SOURCES {
+            for var in source.secrets() {
+                assert!(help.contains(var.name), "{}:\n{help}", var.name);
             }
-            (Reply::new(200, body), true, outcome)
+            let route = format!("POST /{}{}", source.name(), source.query_help());
+            assert!(help.contains(&route), "{route}:\n{help}");
         }
-        Err(error) => {
-            let message = ui.redact(&error.to_string());
-            let outcome = format!("not closed: {}", message.replace('\n', " "));
-            let body = json!({
-                "closed": false, "project": project.name, "build_num": number, "error": message,
-            });
-            let (status, remember) = match error.kind() {
-                // A later delivery cannot change a refusal: answer 200 so CircleCI stops.
-                Kind::Refused | Kind::Config | Kind::Check => (200, true),
-                // Ask for the delivery again, and let it try afresh.
-                Kind::Unavailable => (502, false),
-                Kind::OutOfTime => (503, false),
-            };
-            (Reply::new(status, body), remember, outcome)
-        }
+        assert!(help.lines().all(|line| line.len() <= 80), "{help}");
+        assert!(help.contains("COVERALLS_REPO_TOKEN (the one project without --config)"));
     }
-}
 
-/// Whether a project closes on this value (a workflow's name, a status): an empty list
-/// means every value.
-fn wanted(list: &[String], value: Option<&str>, what: &str) -> Result<(), Reply> {
-    match value {
-        _ if list.is_empty() => Ok(()),
-        Some(value) if list.iter().any(|w| w == value) => Ok(()),
-        value => Err(Reply::ignored(format!(
-            "{what} {:?} does not close a build (expected one of {})",
-            value.unwrap_or(""),
-            list.join(", ")
-        ))),
+    #[test]
+    fn wrap_breaks_at_spaces_before_the_width() {
+        assert_eq!(wrap("aa bb cc", 5), "aa bb\ncc\n");
+        assert_eq!(wrap("aaaaaaa b", 5), "aaaaaaa\nb\n");
     }
-}
-
-/// The longest build number (a workflow id, a Magnum CI build number) sent on.
-const MAX_NUMBER: usize = 256;
-
-/// A close of build `number` for `project` (its index): `source` is the `service_name` its
-/// uploads used, `from` says where the number came from. A blank or overlong number is 400.
-fn request(
-    app: &App,
-    project: usize,
-    number: &str,
-    from: String,
-    source: &str,
-) -> Result<Request, Reply> {
-    let number = number.trim();
-    if number.is_empty() || number.len() > MAX_NUMBER {
-        return Err(Reply::error(
-            400,
-            format!("the build number ({from}) must be 1 to {MAX_NUMBER} bytes, not blank"),
-        ));
-    }
-    let project_settings = &app.settings.projects[project];
-    let service_name = project_settings.service_name.as_deref().unwrap_or(source);
-    let sent = Fields {
-        service_name: Some(service_name.to_owned()),
-        ..Fields::default()
-    };
-    let mut build = Build::new(number.to_owned(), from, sent);
-    build.carryforward = project_settings.carryforward.clone();
-    Ok(Request {
-        project,
-        key: format!("{source} {} {number}", project_settings.name),
-        build,
-    })
 }

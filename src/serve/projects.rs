@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::Deserialize;
 use ureq::Agent;
 
+use super::sources::{IdKey, SOURCES, Source, listed, unset};
 use crate::client::{self, Coveralls};
 use crate::config::{self, Secret};
 use crate::env::Env;
@@ -15,26 +16,21 @@ use crate::settings::{Flags, Given, Key, Values};
 /// Agents (each with a connection pool of its own) a project's closes take turns on: threads
 /// sharing one pool wait on each other.
 const AGENTS: usize = 16;
-/// The least a Magnum CI hook secret may be: it is the hook's only protection.
-const MIN_MAGNUM_SECRET: usize = 16;
 
 pub struct Settings {
     pub listen: String,
-    pub circleci_secret: Option<Secret>,
-    pub magnum_secret: Option<Secret>,
+    /// The sources' secrets that are set, by variable.
+    secrets: Vec<(&'static str, Secret)>,
     pub projects: Vec<Project>,
     pub debug: bool,
-    /// Fault injection for the tests (`COVERALLS_FINISH_FAILPOINTS=1`), in debug builds only.
-    pub failpoints: bool,
 }
 
 pub struct Project {
+    /// What the project is known by: in the log, in answers, in a close to make.
     pub name: String,
-    /// Matches every project of every source: the single project from the environment.
-    pub any: bool,
-    pub circleci_slug: Option<String>,
-    pub circleci_project_id: Option<String>,
-    pub magnum_project_id: Option<String>,
+    /// What leads a source's deliveries to it; none for the single project from the
+    /// environment, which takes every delivery of every source.
+    pub ids: Vec<ProjectId>,
     pub token: Secret,
     pub coveralls: Coveralls,
     pub carryforward: Vec<String>,
@@ -51,6 +47,21 @@ pub struct Project {
     pub agents: Vec<Agent>,
 }
 
+/// One id of a project: a source's projects-file key and its value, as written.
+pub struct ProjectId {
+    pub source: &'static str,
+    pub key: &'static IdKey,
+    pub value: String,
+}
+
+impl ProjectId {
+    fn matches(&self, source: &str, key: &IdKey, value: &str) -> bool {
+        self.source == source
+            && self.key.name == key.name
+            && (key.normalize)(&self.value) == (key.normalize)(value)
+    }
+}
+
 /// The projects file, as written.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,6 +71,8 @@ struct File {
     project: Vec<Entry>,
 }
 
+/// A `[[project]]` table. The ids (`circleci_slug`, …) are the keys [`Source::keys`] names,
+/// read by [`Entry::id`].
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Entry {
@@ -98,6 +111,18 @@ impl Id {
     }
 }
 
+impl Entry {
+    /// The value written for a source's key; every key in [`SOURCES`] has its field here.
+    fn id(&self, key: &str) -> Option<String> {
+        match key {
+            "circleci_slug" => self.circleci_slug.clone(),
+            "circleci_project_id" => self.circleci_project_id.clone(),
+            "magnum_project_id" => self.magnum_project_id.as_ref().map(Id::text),
+            _ => None,
+        }
+    }
+}
+
 impl Settings {
     pub fn load(flags: &Flags, env: &Env) -> Result<Settings, Error> {
         let sources = Values::read(env, flags)?;
@@ -111,60 +136,57 @@ impl Settings {
             Some(Given { value: path, .. }) => from_file(Path::new(path), env, &shared.coveralls)?,
             None => vec![from_env(&shared, env)?],
         };
-        let secret =
-            |name: &str| -> Result<Option<Secret>, Error> { Ok(env.get(name)?.map(Secret::new)) };
         let settings = Settings {
             listen,
-            circleci_secret: secret("CIRCLECI_WEBHOOK_SECRET")?,
-            magnum_secret: secret("MAGNUM_HOOK_SECRET")?,
+            secrets: secrets(env)?,
             projects,
             debug,
-            failpoints: cfg!(debug_assertions)
-                && env.get("COVERALLS_FINISH_FAILPOINTS")? == Some("1"),
         };
-        if let Some(secret) = &settings.magnum_secret {
-            let length = secret.expose().len();
-            if length < MIN_MAGNUM_SECRET {
-                return Err(Error::config(format!(
-                    "MAGNUM_HOOK_SECRET has {length} bytes; expected at least \
-                     {MIN_MAGNUM_SECRET}, since the hook URL carries nothing else to trust \
-                     (openssl rand -hex 32 makes a good one)"
-                )));
-            }
-        }
-        if settings.circleci_secret.is_none() && settings.magnum_secret.is_none() {
-            return Err(Error::config(
-                "neither CIRCLECI_WEBHOOK_SECRET nor MAGNUM_HOOK_SECRET is set: with no secret \
-                 a source stays off, so there would be nothing to receive",
-            ));
+        let off = |source: &&dyn Source| unset(*source, &settings);
+        if SOURCES.iter().all(|source| off(source).is_some()) {
+            let vars: Vec<String> = SOURCES.iter().filter_map(off).map(str::to_owned).collect();
+            let none = match vars.as_slice() {
+                [one] => format!("{one} is not set"),
+                [one, other] => format!("neither {one} nor {other} is set"),
+                _ => format!("none of {} is set", listed(&vars, "or")),
+            };
+            return Err(Error::config(format!(
+                "{none}: with no secret a source stays off, so there would be nothing to receive"
+            )));
         }
         Ok(settings)
     }
 
-    /// The index of the project a CircleCI event belongs to.
-    pub fn circleci_project(&self, slug: Option<&str>, id: Option<&str>) -> Option<usize> {
-        let slug = slug.map(normalize_slug);
-        self.projects.iter().position(|p| {
-            p.any
-                || (p.circleci_slug.is_some()
-                    && p.circleci_slug.as_deref().map(normalize_slug) == slug)
-                || (p.circleci_project_id.is_some() && p.circleci_project_id.as_deref() == id)
-        })
+    /// The secret in `var`, a source's variable, if it is set.
+    pub fn secret(&self, var: &str) -> Option<&Secret> {
+        let mut secrets = self.secrets.iter();
+        secrets.find(|(name, _)| *name == var).map(|(_, s)| s)
     }
 
-    /// The index of the project a Magnum CI hook belongs to.
-    pub fn magnum_project(&self, project_id: &str) -> Option<usize> {
-        self.projects
-            .iter()
-            .position(|p| p.any || p.magnum_project_id.as_deref() == Some(project_id))
+    /// The project named `name`.
+    pub fn project(&self, name: &str) -> Option<&Project> {
+        self.projects.iter().find(|project| project.name == name)
+    }
+
+    /// The first project that has one of these ids of `source`'s (a key and the value a
+    /// delivery gives for it), or the single project from the environment.
+    pub fn find(&self, source: &dyn Source, ids: &[(&IdKey, Option<&str>)]) -> Option<&Project> {
+        let has = |project: &Project, key: &IdKey, value: &str| {
+            let mut ids = project.ids.iter();
+            ids.any(|id| id.matches(source.name(), key, value))
+        };
+        self.projects.iter().find(|project| {
+            project.any()
+                || ids
+                    .iter()
+                    .any(|(key, value)| value.is_some_and(|value| has(project, key, value)))
+        })
     }
 
     /// Every secret and token, for redacting them from the log.
     pub fn secrets(&self) -> Vec<String> {
         let tokens = self.projects.iter().map(|p| &p.token);
-        let secrets = [&self.circleci_secret, &self.magnum_secret]
-            .into_iter()
-            .flatten();
+        let secrets = self.secrets.iter().map(|(_, secret)| secret);
         tokens
             .chain(secrets)
             .map(|s| s.expose().to_owned())
@@ -172,21 +194,43 @@ impl Settings {
     }
 }
 
+/// The sources' secrets that are set, each checked for its least length.
+fn secrets(env: &Env) -> Result<Vec<(&'static str, Secret)>, Error> {
+    let mut secrets = Vec::new();
+    for var in SOURCES.iter().flat_map(|source| source.secrets()) {
+        let Some(secret) = env.get(var.name)? else {
+            continue;
+        };
+        if let Some((least, why)) = var.min_length {
+            if secret.len() < least {
+                return Err(Error::config(format!(
+                    "{} has {} bytes; expected at least {least}, since {why} (openssl rand \
+                     -hex 32 makes a good one)",
+                    var.name,
+                    secret.len()
+                )));
+            }
+        }
+        secrets.push((var.name, Secret::new(secret)));
+    }
+    Ok(secrets)
+}
+
 impl Project {
+    /// Whether it takes every delivery: the single project from the environment.
+    pub fn any(&self) -> bool {
+        self.ids.is_empty()
+    }
+
     /// What the project closes builds for, for the log at start.
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
-        if self.any {
-            parts.push("every CircleCI and Magnum CI project".to_owned());
+        if self.any() {
+            let titles: Vec<String> = SOURCES.iter().map(|s| s.title().to_owned()).collect();
+            parts.push(format!("every {} project", listed(&titles, "and")));
         }
-        for (what, value) in [
-            ("CircleCI", &self.circleci_slug),
-            ("CircleCI id", &self.circleci_project_id),
-            ("Magnum CI project", &self.magnum_project_id),
-        ] {
-            if let Some(value) = value {
-                parts.push(format!("{what} {value}"));
-            }
+        for id in &self.ids {
+            parts.push(format!("{} {}", id.key.label, id.value));
         }
         parts.push(format!("endpoint {}", self.coveralls.endpoint));
         if !self.carryforward.is_empty() {
@@ -209,10 +253,7 @@ fn from_env(shared: &config::Shared, env: &Env) -> Result<Project, Error> {
     })?;
     Ok(Project {
         name: "default".to_owned(),
-        any: true,
-        circleci_slug: None,
-        circleci_project_id: None,
-        magnum_project_id: None,
+        ids: Vec::new(),
         token,
         agents: client::agents(&shared.coveralls.endpoint, env, AGENTS)?,
         coveralls: shared.coveralls.clone(),
@@ -223,16 +264,6 @@ fn from_env(shared: &config::Shared, env: &Env) -> Result<Project, Error> {
         service_name: None,
         expected_jobs: None,
     })
-}
-
-/// CircleCI writes the same project as `gh/org/repo` and `github/org/repo`.
-fn normalize_slug(slug: &str) -> String {
-    let slug = slug.trim().to_ascii_lowercase();
-    match slug.split_once('/') {
-        Some(("gh", rest)) => format!("github/{rest}"),
-        Some(("bb", rest)) => format!("bitbucket/{rest}"),
-        _ => slug,
-    }
 }
 
 fn from_file(path: &Path, env: &Env, shared: &Coveralls) -> Result<Vec<Project>, Error> {
@@ -280,8 +311,7 @@ fn project(
     if !seen.insert(format!("name {name}")) {
         return Err(at("name", "another project has this name"));
     }
-    let magnum_project_id = entry.magnum_project_id.as_ref().map(Id::text);
-    claim_ids(&entry, magnum_project_id.as_deref(), seen, at)?;
+    let ids = ids(&entry, seen, at)?;
     let service = match &entry.endpoint {
         Some(endpoint) => {
             with_endpoint(service, endpoint).map_err(|e| at("endpoint", e.message()))?
@@ -292,10 +322,7 @@ fn project(
         agents: client::agents(&service.endpoint, env, AGENTS)?,
         token: token(&entry, env, at)?,
         name: name.to_owned(),
-        any: false,
-        circleci_slug: entry.circleci_slug,
-        circleci_project_id: entry.circleci_project_id,
-        magnum_project_id,
+        ids,
         coveralls: service,
         carryforward: config::split_flags(&entry.carryforward.join(",")),
         workflows: entry.workflows,
@@ -306,37 +333,43 @@ fn project(
     })
 }
 
-/// The ids that lead events to a project: at least one, and none another project's.
-fn claim_ids(
+/// The ids that lead deliveries to a project: at least one, and none another project's.
+fn ids(
     entry: &Entry,
-    magnum_project_id: Option<&str>,
     seen: &mut HashSet<String>,
     at: &dyn Fn(&str, &str) -> Error,
-) -> Result<(), Error> {
-    let ids = [
-        (
-            "circleci_slug",
-            entry.circleci_slug.as_deref().map(normalize_slug),
-        ),
-        ("circleci_project_id", entry.circleci_project_id.clone()),
-        ("magnum_project_id", magnum_project_id.map(str::to_owned)),
-    ];
-    if ids.iter().all(|(_, v)| v.is_none()) {
-        return Err(at(
-            "circleci_slug",
-            "set circleci_slug, circleci_project_id or magnum_project_id, so events can find \
-             this project",
-        ));
-    }
-    for (key, value) in &ids {
-        if let Some(value) = value {
-            if !seen.insert(format!("{key} {value}")) {
-                let what = format!("{value:?} belongs to another project already");
-                return Err(at(key, &what));
+) -> Result<Vec<ProjectId>, Error> {
+    let mut ids = Vec::new();
+    for source in SOURCES {
+        for key in source.keys() {
+            let Some(value) = entry.id(key.name) else {
+                continue;
+            };
+            let normalized = (key.normalize)(&value);
+            if !seen.insert(format!("{} {normalized}", key.name)) {
+                let what = format!("{normalized:?} belongs to another project already");
+                return Err(at(key.name, &what));
             }
+            ids.push(ProjectId {
+                source: source.name(),
+                key,
+                value,
+            });
         }
     }
-    Ok(())
+    if ids.is_empty() {
+        let keys: Vec<String> = SOURCES
+            .iter()
+            .flat_map(|source| source.keys())
+            .map(|key| key.name.to_owned())
+            .collect();
+        let what = format!(
+            "set {}, so events can find this project",
+            listed(&keys, "or")
+        );
+        return Err(at(&keys[0], &what));
+    }
+    Ok(ids)
 }
 
 /// `service` at the endpoint a projects file names.
@@ -406,24 +439,56 @@ mod tests {
         repo_token = "web-token"
     "#;
 
+    /// A source, and its projects-file key, by name.
+    fn key(source: &str, name: &str) -> (&'static dyn Source, &'static IdKey) {
+        let source = *SOURCES
+            .iter()
+            .find(|s| s.name() == source)
+            .expect("a source");
+        let key = source.keys().iter().find(|key| key.name == name);
+        (source, key.expect("a key of the source"))
+    }
+
     #[test]
     fn projects_are_found_by_slug_id_and_magnum_id() {
         let settings = load(TWO, &[("API_TOKEN", "api-token")]).unwrap();
-        let project = |index: Option<usize>| &settings.projects[index.unwrap()];
-        let api = project(settings.circleci_project(Some("github/acme/api"), None));
-        assert_eq!(api.name, "api");
+        let (circleci, slug) = key("circleci", "circleci_slug");
+        let (_, id) = key("circleci", "circleci_project_id");
+        let (magnum, magnum_id) = key("magnum", "magnum_project_id");
+        fn name(project: Option<&Project>) -> Option<&str> {
+            project.map(|p| p.name.as_str())
+        }
+        let api = settings.find(circleci, &[(slug, Some("github/acme/api")), (id, None)]);
+        assert_eq!(name(api), Some("api"));
+        let api = api.unwrap();
         assert_eq!(api.token.expose(), "api-token");
         assert_eq!(api.coveralls.endpoint, "https://coveralls.example");
         assert_eq!(api.carryforward, ["unit", "e2e"]);
-        let web = project(settings.circleci_project(Some("circleci/x/y"), Some("84996744-a854")));
-        assert_eq!(web.name, "web");
-        assert_eq!(project(settings.magnum_project("43")).name, "api");
-        assert!(settings.magnum_project("44").is_none());
-        assert!(
-            settings
-                .circleci_project(Some("gh/acme/other"), None)
-                .is_none()
+        let web = [(slug, Some("circleci/x/y")), (id, Some("84996744-a854"))];
+        assert_eq!(name(settings.find(circleci, &web)), Some("web"));
+        let by_magnum_id = |value| name(settings.find(magnum, &[(magnum_id, Some(value))]));
+        assert_eq!(by_magnum_id("43"), Some("api"));
+        assert_eq!(by_magnum_id("44"), None);
+        let other = [(slug, Some("gh/acme/other"))];
+        assert_eq!(name(settings.find(circleci, &other)), None);
+        // An id is one source's: the key of one source, asked of another, finds nothing.
+        assert_eq!(
+            name(settings.find(magnum, &[(slug, Some("gh/acme/api"))])),
+            None
         );
+        assert_eq!(name(settings.project("web")), Some("web"));
+        assert_eq!(name(settings.project("nobody")), None);
+        assert!(!api.any(), "a project from a file has ids");
+    }
+
+    #[test]
+    fn every_source_key_is_a_field_of_a_project_table() {
+        for key in SOURCES.iter().flat_map(|source| source.keys()) {
+            let toml = format!("name = \"a\"\n{} = \"v\"\n", key.name);
+            let entry: Entry =
+                basic_toml::from_str(&toml).unwrap_or_else(|err| panic!("{}: {err}", key.name));
+            assert_eq!(entry.id(key.name).as_deref(), Some("v"), "{}", key.name);
+        }
     }
 
     #[test]

@@ -1,15 +1,12 @@
 //! What the integration tests share: a recording HTTP server on loopback that answers from a
-//! script, the built binary run with an explicit environment, and a harness for the receiver.
+//! script, and the built binary run with an explicit environment. The receiver's harness
+//! (`receiver.rs` and what it includes) is the serve test binary's alone.
 
 #![allow(dead_code, unused_imports)]
 
-mod raw;
-mod receiver;
 mod run;
 mod server;
 
-pub use raw::{Answer, Raw, head, resident_kib};
-pub use receiver::{MAGNUM, REPO_TOKEN, Receiver, SECRET, fixture, sign, workflow_event};
 pub use run::{Finish, Outcome, TOKEN, Vars, binary, finish};
 pub use server::{CLOSED, Recorded, Reply, Server, json, refused_url, with_header};
 

@@ -20,9 +20,10 @@ pub struct Answer {
 impl Raw {
     pub fn connect(addr: SocketAddr) -> Raw {
         let stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
+        // Every wait bounded: a read or a write that stalls this long fails.
+        let limit = Some(Duration::from_secs(20));
+        stream.set_read_timeout(limit).unwrap();
+        stream.set_write_timeout(limit).unwrap();
         Raw { stream }
     }
 
@@ -69,7 +70,8 @@ impl Raw {
         loop {
             match self.stream.read(&mut buffer) {
                 Ok(0) => return Some(started.elapsed()),
-                Ok(_) => continue,
+                Ok(_) if started.elapsed() < limit => continue,
+                Ok(_) => return None,
                 Err(err) if matches!(err.kind(), std::io::ErrorKind::ConnectionReset) => {
                     return Some(started.elapsed());
                 }

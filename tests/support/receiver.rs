@@ -1,18 +1,34 @@
 //! `coveralls-finish serve` on a free loopback port, its log collected as it runs and checked
-//! for secrets when the test is done with it.
+//! for secrets when the test is done with it; and how the tests talk to it: the senders of
+//! each source, the one signer, and a raw TCP client. Only the serve test binary has it.
+
+#[path = "raw.rs"]
+mod raw;
+#[path = "senders.rs"]
+mod senders;
+#[path = "sign.rs"]
+mod sign;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use super::{Server, binary};
+use crate::support::{Server, binary};
+pub use raw::{Raw, head, resident_kib};
+pub use senders::{fixture, workflow_event};
+pub use sign::sign;
 
 /// The secrets the usual receiver is started with.
 pub const SECRET: &str = "circle-webhook-secret-7f3a";
 pub const MAGNUM: &str = "magnum-hook-secret-91c2";
 pub const REPO_TOKEN: &str = "repo-token-55aa66bb";
+
+/// How long a receiver may take to say where it listens.
+const START_LIMIT: Duration = Duration::from_secs(20);
+/// How long one request to it may take, from connecting to the last byte of the answer.
+const REQUEST_LIMIT: Duration = Duration::from_secs(30);
 
 pub struct Receiver {
     child: Child,
@@ -63,37 +79,27 @@ impl Receiver {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = command.spawn().unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let stderr = BufReader::new(child.stderr.take().unwrap());
         let log = Arc::new(Mutex::new(String::new()));
-        let mut url = None;
-        let mut line = String::new();
-        while stderr.read_line(&mut line).unwrap() > 0 {
-            log.lock().unwrap().push_str(&line);
-            if let Some((_, addr)) = line.trim_end().split_once("listening on ") {
-                url = Some(addr.to_owned());
-                break;
-            }
-            line.clear();
-        }
-        let Some(url) = url else {
+        let (listening, address) = mpsc::channel();
+        let reading = {
+            let log = Arc::clone(&log);
+            thread::spawn(move || collect(stderr, &log, listening))
+        };
+        let Ok(url) = address.recv_timeout(START_LIMIT) else {
+            let _ = child.kill();
             let status = child.wait().unwrap();
+            let _ = reading.join();
             panic!(
-                "the receiver did not start ({status}):\n{}",
+                "the receiver did not start within {START_LIMIT:?} ({status}):\n{}",
                 log.lock().unwrap()
             );
         };
-        let collected = Arc::clone(&log);
-        let reading = thread::spawn(move || {
-            let mut line = String::new();
-            while stderr.read_line(&mut line).unwrap_or(0) > 0 {
-                collected.lock().unwrap().push_str(&line);
-                line.clear();
-            }
-        });
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             // The receiver is on loopback: whatever the test machine's proxy settings say.
             .proxy(None)
+            .timeout_global(Some(REQUEST_LIMIT))
             .build()
             .new_agent();
         let secrets = env
@@ -158,20 +164,6 @@ impl Receiver {
         )
     }
 
-    /// A CircleCI delivery of `body`, signed with `secret`.
-    pub fn circleci(&self, secret: &str, event: &str, body: &[u8]) -> (u16, serde_json::Value) {
-        let signature = format!("v1={}", sign(secret, body));
-        self.post(
-            "/circleci",
-            &[
-                ("content-type", "application/json"),
-                ("circleci-event-type", event),
-                ("circleci-signature", &signature),
-            ],
-            body,
-        )
-    }
-
     /// Requests the receiver is answering, this one included, as `/healthz` says.
     pub fn in_flight(&self) -> u64 {
         let mut response = self
@@ -225,16 +217,38 @@ impl Receiver {
         self.child.id()
     }
 
-    /// Wait for the receiver to exit; its exit code.
+    /// Wait for the receiver to exit, at most `limit`; its exit code.
     pub fn wait(&mut self, limit: Duration) -> Option<i32> {
+        self.exit_status(limit).and_then(|status| status.code())
+    }
+
+    /// Wait for the receiver to end, at most `limit`, whether it exited or was killed.
+    pub fn exit_status(&mut self, limit: Duration) -> Option<ExitStatus> {
         let started = Instant::now();
-        while started.elapsed() < limit {
+        loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
+                return Some(status);
+            }
+            if started.elapsed() >= limit {
+                return None;
             }
             thread::sleep(Duration::from_millis(20));
         }
-        None
+    }
+}
+
+/// Collect the log as it comes; send where the receiver listens when it says.
+fn collect(mut stderr: impl BufRead, log: &Mutex<String>, listening: mpsc::Sender<String>) {
+    let mut listening = Some(listening);
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap_or(0) > 0 {
+        log.lock().unwrap().push_str(&line);
+        if let Some((_, address)) = line.trim_end().split_once("listening on ") {
+            if let Some(listening) = listening.take() {
+                let _ = listening.send(address.to_owned());
+            }
+        }
+        line.clear();
     }
 }
 
@@ -252,31 +266,4 @@ impl Drop for Receiver {
             }
         }
     }
-}
-
-/// The lowercase hex HMAC-SHA256 of `body` keyed with `secret`, as CircleCI signs.
-pub fn sign(secret: &str, body: &[u8]) -> String {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    let tag = ring::hmac::sign(&key, body);
-    tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A fixture from `tests/fixtures/`.
-pub fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!(
-        "{}/tests/fixtures/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
-}
-
-/// The workflow-completed fixture with its ids replaced, as another delivery would carry.
-pub fn workflow_event(event_id: &str, workflow_id: &str, slug: &str) -> Vec<u8> {
-    let mut event: serde_json::Value =
-        serde_json::from_slice(&fixture("circleci_workflow_completed_github_oauth.json")).unwrap();
-    event["id"] = event_id.into();
-    event["workflow"]["id"] = workflow_id.into();
-    event["project"]["slug"] = slug.into();
-    event["project"]["id"] = format!("id-of-{slug}").into();
-    serde_json::to_vec(&event).unwrap()
 }

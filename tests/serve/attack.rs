@@ -1,29 +1,14 @@
 //! The receiver as an attacker and a bad network would try it: each case a bounded test on
 //! loopback. It answers what it should, cuts off what it must, and never stops serving.
 
-mod support;
-
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{
-    CLOSED, MAGNUM, Raw, Receiver, Reply, SECRET, Server, head, json, sign, workflow_event,
-};
-
-fn closing() -> (Server, Receiver) {
-    let coveralls = Server::start(vec![json(200, CLOSED)]);
-    let receiver = Receiver::in_front_of(&coveralls, &[]);
-    (coveralls, receiver)
-}
-
-/// A signed delivery for a new workflow, answered 200 within `limit`.
-fn assert_still_closes(receiver: &Receiver, workflow: &str, limit: Duration) {
-    let started = Instant::now();
-    let body = workflow_event(&format!("event-{workflow}"), workflow, "gh/a/b");
-    let (status, answer) = receiver.circleci(SECRET, "workflow-completed", &body);
-    assert_eq!(status, 200, "{answer}");
-    assert!(started.elapsed() < limit, "{:?}", started.elapsed());
-}
+use crate::receiver::{MAGNUM, Raw, Receiver, SECRET, head, resident_kib, sign, workflow_event};
+#[cfg(unix)]
+use crate::signal;
+use crate::support::{CLOSED, Reply, Server, binary, json, under_wine};
+use crate::{assert_still_closes, closing, error};
 
 #[test]
 fn an_absurd_content_length_is_refused_at_once_never_a_crash() {
@@ -61,6 +46,19 @@ fn an_absurd_content_length_is_refused_at_once_never_a_crash() {
     assert_eq!(coveralls.requests().len(), 1);
 }
 
+/// A signed CircleCI delivery of `body` as raw bytes, head and body.
+fn circleci_request(body: &[u8]) -> Vec<u8> {
+    let signature = format!("v1={}", sign(SECRET, body));
+    let length = body.len().to_string();
+    let headers = [
+        ("Content-Length", length.as_str()),
+        ("circleci-signature", &signature),
+    ];
+    let mut request = head("POST", "/circleci", &headers);
+    request.extend_from_slice(body);
+    request
+}
+
 /// Connect, maybe send `request`, and reset the connection (SO_LINGER 0) rather than close it.
 fn reset_connection(addr: std::net::SocketAddr, request: Option<&[u8]>) {
     let mut raw = Raw::connect(addr);
@@ -75,23 +73,12 @@ fn reset_connection(addr: std::net::SocketAddr, request: Option<&[u8]>) {
 fn connections_reset_at_once_leave_it_serving() {
     let (_coveralls, receiver) = closing();
     let addr = receiver.addr();
-    let body = workflow_event("e-reset", "wf-reset", "gh/a/b");
-    let signature = format!("v1={}", sign(SECRET, &body));
-    let length = body.len().to_string();
-    let mut request = head(
-        "POST",
-        "/circleci",
-        &[
-            ("Content-Length", &length),
-            ("circleci-signature", &signature),
-        ],
-    );
-    request.extend_from_slice(&body);
+    let request = circleci_request(&workflow_event("e-reset", "wf-reset", "gh/a/b"));
     // Connections reset while they wait to be accepted: the receiver is paused meanwhile, so
     // that it accepts each one only after its reset (Wine has no signals to pause it with).
     #[cfg(unix)]
     signal(&receiver, "-STOP");
-    let rounds = if support::under_wine() { 4 } else { 12 };
+    let rounds = if under_wine() { 4 } else { 12 };
     thread::scope(|scope| {
         for _ in 0..8 {
             scope.spawn(|| {
@@ -105,7 +92,7 @@ fn connections_reset_at_once_leave_it_serving() {
     #[cfg(unix)]
     signal(&receiver, "-CONT");
     // And reset while it runs, at once.
-    if !support::under_wine() {
+    if !under_wine() {
         thread::scope(|scope| {
             for _ in 0..8 {
                 scope.spawn(|| {
@@ -202,22 +189,23 @@ fn a_long_signature_header_is_refused_before_any_hmac() {
     let (coveralls, receiver) = closing();
     let body = vec![b'x'; 1 << 20];
     let long = vec!["v1="; 3000].join(",");
-    let answers: Vec<(u16, Duration)> = thread::scope(|scope| {
+    let answers: Vec<(u16, serde_json::Value, Duration)> = thread::scope(|scope| {
         let attackers: Vec<_> = (0..32)
             .map(|_| {
                 scope.spawn(|| {
                     let started = Instant::now();
                     let headers = [("circleci-signature", long.as_str())];
-                    let (status, _) = receiver.post("/circleci", &headers, &body);
-                    (status, started.elapsed())
+                    let (status, answer) = receiver.post("/circleci", &headers, &body);
+                    (status, answer, started.elapsed())
                 })
             })
             .collect();
         assert_still_closes(&receiver, "wf-beside-signatures", Duration::from_secs(3));
         attackers.into_iter().map(|a| a.join().unwrap()).collect()
     });
-    for (status, took) in answers {
-        assert_eq!(status, 400);
+    for (status, answer, took) in answers {
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(error(&answer), "circleci-signature is over 1024 bytes");
         assert!(took < Duration::from_secs(3), "{took:?}");
     }
     // Longer than a request head may be at all: refused by the HTTP layer.
@@ -230,7 +218,7 @@ fn a_long_signature_header_is_refused_before_any_hmac() {
 #[test]
 fn an_endless_header_line_is_cut_off_and_memory_stays_flat() {
     let (_coveralls, receiver) = closing();
-    let before = support::resident_kib(receiver.pid());
+    let before = resident_kib(receiver.pid());
     let mut raw = Raw::connect(receiver.addr());
     raw.send(b"POST /circleci HTTP/1.1\r\nX-Endless: ").unwrap();
     let chunk = vec![b'a'; 64 << 10];
@@ -242,7 +230,7 @@ fn an_endless_header_line_is_cut_off_and_memory_stays_flat() {
         sent < 64 << 20,
         "the receiver took {sent} bytes of one header line"
     );
-    if let (Some(before), Some(after)) = (before, support::resident_kib(receiver.pid())) {
+    if let (Some(before), Some(after)) = (before, resident_kib(receiver.pid())) {
         assert!(
             after < before + 20_000,
             "memory grew from {before} KiB to {after} KiB"
@@ -280,21 +268,6 @@ fn idle_and_half_sent_connections_are_cut_off() {
     });
 }
 
-/// Send the receiver a signal: `-TERM`, `-STOP`, `-CONT`.
-#[cfg(unix)]
-fn signal(receiver: &Receiver, signal: &str) {
-    let kill = std::process::Command::new("kill")
-        .args([signal, &receiver.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-}
-
-#[cfg(unix)]
-fn terminate(receiver: &Receiver) {
-    signal(receiver, "-TERM");
-}
-
 #[cfg(unix)]
 #[test]
 fn sigterm_cuts_slow_and_idle_connections_and_exits_in_time() {
@@ -306,7 +279,7 @@ fn sigterm_cuts_slow_and_idle_connections_and_exits_in_time() {
     let _idle = Raw::connect(receiver.addr());
     thread::sleep(Duration::from_millis(200));
     let started = Instant::now();
-    terminate(&receiver);
+    signal(&receiver, "-TERM");
     assert_eq!(receiver.wait(Duration::from_secs(10)), Some(0));
     assert!(started.elapsed() < Duration::from_secs(10));
     let answer = slow.answer().expect("the slow body is answered");
@@ -344,7 +317,7 @@ fn sigterm_answers_every_delivery_already_accepted() {
             coveralls.requests().len() < DELIVERIES as usize,
             "some are waiting"
         );
-        terminate(&receiver);
+        signal(&receiver, "-TERM");
         deliveries.into_iter().map(|d| d.join().unwrap()).collect()
     });
     assert!(answers.iter().all(|s| *s == 200), "{answers:?}");
@@ -359,7 +332,7 @@ fn hundreds_of_deliveries_while_coveralls_stalls_are_answered_in_time() {
     let receiver = Receiver::in_front_of(&coveralls, &[]);
     // Under Wine, starting 300 connections at once takes the test itself over a second, which
     // the clock below would count against the receiver: fewer there.
-    let deliveries = if support::under_wine() { 100 } else { 300 };
+    let deliveries = if under_wine() { 100 } else { 300 };
     let answers: Vec<(u16, Duration)> = thread::scope(|scope| {
         let deliveries: Vec<_> = (0..deliveries)
             .map(|i| {
@@ -410,26 +383,89 @@ fn control_bytes_never_reach_the_log_raw() {
 }
 
 #[test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "failpoints are compiled into debug builds only"
+)]
 fn a_panic_in_a_delivery_is_answered_500_and_the_receiver_goes_on() {
     let coveralls = Server::start(vec![json(200, CLOSED)]);
-    let receiver = Receiver::in_front_of(&coveralls, &[("COVERALLS_FINISH_FAILPOINTS", "1")]);
-    let body = workflow_event("failpoint:panic", "wf-1", "gh/a/b");
+    // The first delivery panics before its verdict, the next two on the closing thread.
+    let failpoints = "panic-in-verdict=1*panic,panic-in-close=2*panic";
+    let receiver =
+        Receiver::in_front_of(&coveralls, &[("COVERALLS_FINISH_FAILPOINTS", failpoints)]);
+    let body = workflow_event("e-1", "wf-1", "gh/a/b");
     let (status, answer) = receiver.circleci(SECRET, "workflow-completed", &body);
     assert_eq!(status, 500, "{answer}");
     let line = receiver.log_line("panic: ");
     assert!(
-        line.contains("failpoint: a panic while reading a delivery"),
+        line.contains("failpoint panic-in-verdict: a panic on purpose"),
         "{line}"
     );
     receiver.log_with("status=500");
     // A panic on the closing thread, with the build's key claimed: the key is let go, so the
     // next delivery of the same build tries again instead of waiting on a dead close.
-    let body = workflow_event("e-2", "failpoint:panic-in-close", "gh/a/b");
+    let body = workflow_event("e-2", "wf-2", "gh/a/b");
     for _ in 0..2 {
         let started = Instant::now();
         let (status, answer) = receiver.circleci(SECRET, "workflow-completed", &body);
         assert_eq!(status, 500, "{answer}");
         assert!(started.elapsed() < Duration::from_secs(2));
     }
+    receiver.log_with("failpoint panic-in-close: a panic on purpose");
     assert_still_closes(&receiver, "wf-after-panics", Duration::from_secs(2));
+    assert_eq!(
+        coveralls.requests().len(),
+        1,
+        "only the last delivery reached Coveralls"
+    );
+}
+
+#[test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "failpoints are compiled into debug builds only"
+)]
+fn an_abort_at_a_failpoint_ends_the_receiver_at_once() {
+    let coveralls = Server::start(vec![json(200, CLOSED)]);
+    let failpoints = [("COVERALLS_FINISH_FAILPOINTS", "panic-in-close=abort")];
+    let mut receiver = Receiver::in_front_of(&coveralls, &failpoints);
+    assert_eq!(
+        receiver.get("/healthz"),
+        200,
+        "serving until a close begins"
+    );
+    let mut raw = Raw::connect(receiver.addr());
+    let body = workflow_event("e-abort", "wf-abort", "gh/a/b");
+    raw.send(&circleci_request(&body)).unwrap();
+    let answer = raw.answer();
+    assert!(answer.is_none(), "a crash answers nothing: {answer:?}");
+    let status = receiver.exit_status(Duration::from_secs(5));
+    let status = status.expect("the receiver ended");
+    assert!(!status.success(), "{status}");
+    receiver.log_with("failpoint panic-in-close: aborting on purpose");
+    assert!(coveralls.requests().is_empty());
+}
+
+#[test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "failpoints are compiled into debug builds only"
+)]
+fn a_failpoint_that_does_not_exist_stops_it_at_start() {
+    let output = binary()
+        .env("CIRCLECI_WEBHOOK_SECRET", SECRET)
+        .env("COVERALLS_REPO_TOKEN", "a-token-for-this-test")
+        .env("COVERALLS_FINISH_FAILPOINTS", "panic-in-close,after-lunch")
+        .arg("serve")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "COVERALLS_FINISH_FAILPOINTS: no failpoint is named \"after-lunch\"; expected one of \
+             panic-in-verdict, panic-in-close"
+        ),
+        "{stderr}"
+    );
 }

@@ -1,15 +1,14 @@
 //! A bounded load check of the receiver on loopback: thousands of signed deliveries, a
 //! share of them duplicates, dozens at once. Every distinct workflow must be closed exactly
 //! once and no delivery lost. Prints throughput and latency percentiles; run with
-//! `cargo test --release --test load -- --nocapture` to see them.
-
-mod support;
+//! `cargo test --release --test serve load:: -- --nocapture` to see them.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{CLOSED, Receiver, Server, json, workflow_event};
+use crate::receiver::{Receiver, workflow_event};
+use crate::support::{CLOSED, Server, json};
 
 const SECRET: &str = "load-secret";
 const WORKFLOWS: usize = 2_000;
@@ -36,9 +35,33 @@ fn thousands_of_signed_deliveries_close_each_workflow_exactly_once() {
         .iter()
         .map(|w| workflow_event(&format!("event-{w}"), &format!("wf-{w}"), "gh/load/test"))
         .collect();
-    let next = AtomicUsize::new(0);
     let started = Instant::now();
-    let results: Vec<(u16, Duration)> = std::thread::scope(|scope| {
+    let results = send_all(&receiver, &bodies);
+    let elapsed = started.elapsed();
+
+    assert_eq!(results.len(), total, "every delivery answered");
+    let failed: Vec<u16> = results.iter().map(|r| r.0).filter(|s| *s != 200).collect();
+    assert!(failed.is_empty(), "non-200 answers: {failed:?}");
+    let mut closes: HashMap<String, usize> = HashMap::new();
+    for request in coveralls.requests() {
+        let build = request.json()["payload"]["build_num"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        *closes.entry(build).or_default() += 1;
+    }
+    assert_eq!(closes.len(), WORKFLOWS, "every distinct workflow closed");
+    assert!(
+        closes.values().all(|n| *n == 1),
+        "some workflow closed twice"
+    );
+    report(results.iter().map(|r| r.1).collect(), elapsed);
+}
+
+/// Every body, from [`SENDERS`] threads at once: each answer's status and how long it took.
+fn send_all(receiver: &Receiver, bodies: &[Vec<u8>]) -> Vec<(u16, Duration)> {
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
         let senders: Vec<_> = (0..SENDERS)
             .map(|_| {
                 scope.spawn(|| {
@@ -58,27 +81,12 @@ fn thousands_of_signed_deliveries_close_each_workflow_exactly_once() {
             .into_iter()
             .flat_map(|s| s.join().unwrap())
             .collect()
-    });
-    let elapsed = started.elapsed();
+    })
+}
 
-    assert_eq!(results.len(), total, "every delivery answered");
-    let failed: Vec<u16> = results.iter().map(|r| r.0).filter(|s| *s != 200).collect();
-    assert!(failed.is_empty(), "non-200 answers: {failed:?}");
-    let mut closes: HashMap<String, usize> = HashMap::new();
-    for request in coveralls.requests() {
-        let build = request.json()["payload"]["build_num"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        *closes.entry(build).or_default() += 1;
-    }
-    assert_eq!(closes.len(), WORKFLOWS, "every distinct workflow closed");
-    assert!(
-        closes.values().all(|n| *n == 1),
-        "some workflow closed twice"
-    );
-
-    let mut latencies: Vec<Duration> = results.iter().map(|r| r.1).collect();
+/// Throughput and latency percentiles, printed.
+fn report(mut latencies: Vec<Duration>, elapsed: Duration) {
+    let total = latencies.len();
     latencies.sort();
     let pct = |p: usize| latencies[(latencies.len() * p / 100).min(latencies.len() - 1)];
     println!(

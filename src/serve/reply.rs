@@ -1,0 +1,35 @@
+//! An answer to a delivery: a status and a JSON body.
+
+use serde_json::{Value, json};
+
+/// A status and a JSON body; `hang_up` ends the connection after it (`Connection: close`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub hang_up: bool,
+}
+
+impl Reply {
+    pub fn new(status: u16, body: Value) -> Self {
+        Reply {
+            status,
+            body,
+            hang_up: false,
+        }
+    }
+
+    pub fn error(status: u16, message: impl Into<String>) -> Self {
+        Reply::new(status, json!({ "error": message.into() }))
+    }
+
+    pub fn ignored(why: impl Into<String>) -> Self {
+        Reply::new(202, json!({ "ignored": why.into() }))
+    }
+
+    /// The same answer, and the connection closed after it.
+    pub fn hang_up(mut self) -> Self {
+        self.hang_up = true;
+        self
+    }
+}

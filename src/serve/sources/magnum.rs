@@ -1,0 +1,141 @@
+//! `POST /magnum?secret=…`: Magnum CI build hooks. Magnum CI signs nothing, so the hook URL
+//! carries a shared secret; the JSON comes as the raw body or as the form field `payload`.
+
+use hyper::header::CONTENT_TYPE;
+use hyper::http::request::Parts;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::auth::SharedSecret;
+use super::{IdKey, LogFields, Reply, Settings, Source, Var, Verdict};
+use super::{close, field, header, secret, wanted};
+
+pub struct Magnum;
+
+/// The hook's only protection, so it must be long enough.
+const SECRET: Var = Var {
+    name: "MAGNUM_HOOK_SECRET",
+    required: true,
+    min_length: Some((16, "the hook URL carries nothing else to trust")),
+};
+
+const HOOK_SECRET: SharedSecret = SharedSecret {
+    missing: "missing ?secret= in the hook URL",
+    wrong: "wrong secret in the hook URL",
+};
+
+pub const PROJECT_ID: IdKey = IdKey {
+    name: "magnum_project_id",
+    label: "Magnum CI project",
+    normalize: str::to_owned,
+};
+
+impl Source for Magnum {
+    fn name(&self) -> &'static str {
+        "magnum"
+    }
+
+    fn title(&self) -> &'static str {
+        "Magnum CI"
+    }
+
+    fn service_name(&self) -> &'static str {
+        "magnum"
+    }
+
+    fn secrets(&self) -> &'static [Var] {
+        &[SECRET]
+    }
+
+    fn keys(&self) -> &'static [IdKey] {
+        &[PROJECT_ID]
+    }
+
+    fn query_help(&self) -> &'static str {
+        "?secret=..."
+    }
+
+    fn verdict(
+        &self,
+        settings: &Settings,
+        parts: &Parts,
+        body: &[u8],
+        log: &mut LogFields,
+    ) -> Verdict {
+        self.read(settings, parts, body, log)
+            .unwrap_or_else(Verdict::Answer)
+    }
+}
+
+#[derive(Deserialize)]
+struct Hook {
+    id: Option<Value>,
+    project_id: Value,
+    number: Value,
+    status: Option<String>,
+}
+
+impl Magnum {
+    fn read(
+        &self,
+        settings: &Settings,
+        parts: &Parts,
+        body: &[u8],
+        log: &mut LogFields,
+    ) -> Result<Verdict, Reply> {
+        let secret = secret(self, settings, &SECRET)?;
+        let query = parts.uri.query().unwrap_or("");
+        let given = form_urlencoded::parse(query.as_bytes()).find(|(name, _)| name == "secret");
+        let given = given.as_ref().map(|(_, value)| value.as_bytes());
+        HOOK_SECRET.verify(secret.expose().as_bytes(), given)?;
+        log.event = Some("build".to_owned());
+        let is_form = header(parts, CONTENT_TYPE.as_str())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        let hook = parse(body, is_form)?;
+        log.id = hook.id.as_ref().and_then(text);
+        let (Some(project_id), Some(number)) = (text(&hook.project_id), text(&hook.number)) else {
+            return Err(Reply::error(
+                400,
+                "malformed Magnum CI hook: project_id and number must be numbers or text",
+            ));
+        };
+        let Some(project) = settings.find(self, &[(&PROJECT_ID, Some(&project_id))]) else {
+            return Err(Reply::ignored(format!(
+                "no project is configured for Magnum CI project {}",
+                field(&project_id, 64)
+            )));
+        };
+        wanted(&project.statuses, hook.status.as_deref(), "status")?;
+        // Reporters on Magnum CI use CI_BUILD_NUMBER: the hook's per-project `number`.
+        let project_id = field(&project_id, 64);
+        let from = format!("number of Magnum CI project {project_id}'s build");
+        close(self, project, &number, from)
+    }
+}
+
+/// The hook's JSON: the raw body, or the form field `payload`.
+fn parse(body: &[u8], is_form: bool) -> Result<Hook, Reply> {
+    let json = if is_form {
+        match form_urlencoded::parse(body).find(|(name, _)| name == "payload") {
+            Some((_, payload)) => payload.into_owned().into_bytes(),
+            None => {
+                return Err(Reply::error(
+                    400,
+                    "malformed Magnum CI hook: no form field \"payload\"",
+                ));
+            }
+        }
+    } else {
+        body.to_vec()
+    };
+    serde_json::from_slice(&json)
+        .map_err(|err| Reply::error(400, format!("malformed Magnum CI hook: {err}")))
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        _ => None,
+    }
+}

@@ -1,0 +1,234 @@
+//! The receiver's event sources, one file each, in one table: [`SOURCES`]. Routing, the
+//! start-up lines, `serve --help`, the secrets read at start and the projects-file keys all
+//! come from it, so a new source is a file here and a line in the table.
+
+mod auth;
+mod circleci;
+mod magnum;
+
+use hyper::http::request::Parts;
+
+use super::log::{LogFields, field};
+use super::projects::{Project, Settings};
+use super::reply::Reply;
+use crate::client::Build;
+use crate::config::Secret;
+use crate::fields::Fields;
+
+/// Where webhooks come from: a CI whose deliveries the receiver authenticates, reads, and
+/// turns into a close of the build they name.
+pub trait Source: Sync {
+    /// Its route (`POST /name`), and its name in the log and in a closed build's key.
+    fn name(&self) -> &'static str;
+    /// Its name as people write it, in messages: `CircleCI`.
+    fn title(&self) -> &'static str;
+    /// The `service_name` its CI's uploads send, and so the close (unless a project says
+    /// otherwise).
+    fn service_name(&self) -> &'static str;
+    /// The variables that hold its secrets.
+    fn secrets(&self) -> &'static [Var];
+    /// The projects-file keys that lead its deliveries to a project.
+    fn keys(&self) -> &'static [IdKey];
+    /// What `--help` adds to its route: `?secret=...`.
+    fn query_help(&self) -> &'static str {
+        ""
+    }
+    /// What one delivery asks for: authenticate it, read it, find its project, decide.
+    fn verdict(
+        &self,
+        settings: &Settings,
+        parts: &Parts,
+        body: &[u8],
+        log: &mut LogFields,
+    ) -> Verdict;
+}
+
+/// Every source, in the order the log and `--help` name them.
+pub const SOURCES: &[&dyn Source] = &[&circleci::CircleCi, &magnum::Magnum];
+
+/// A variable that holds a source's secret.
+pub struct Var {
+    pub name: &'static str,
+    /// Whether the source is off without it.
+    pub required: bool,
+    /// The fewest bytes it may have, and why (the error at start says).
+    pub min_length: Option<(usize, &'static str)>,
+}
+
+/// A projects-file key that leads a source's deliveries to a project: `circleci_slug`.
+pub struct IdKey {
+    pub name: &'static str,
+    /// What the start-up line calls it, before its value: `CircleCI`.
+    pub label: &'static str,
+    /// How a value is written the same way in the file and in a delivery.
+    pub normalize: fn(&str) -> String,
+}
+
+/// What a delivery asks for, once read: an answer at once, or a close first.
+pub enum Verdict {
+    Answer(Reply),
+    Close(Box<Close>),
+}
+
+/// A close to make: the project (by name), the build, and the key under which duplicates of
+/// the delivery are recognised.
+pub struct Close {
+    pub project: String,
+    pub build: Build,
+    pub key: String,
+}
+
+/// The longest build number (a workflow id, a Magnum CI build number) sent on.
+const MAX_NUMBER: usize = 256;
+
+/// A close of build `number` for `project`, asked for by `source`; `from` says where the
+/// number came from. A blank or overlong number is 400.
+fn close(
+    source: &dyn Source,
+    project: &Project,
+    number: &str,
+    from: String,
+) -> Result<Verdict, Reply> {
+    let number = number.trim();
+    if number.is_empty() || number.len() > MAX_NUMBER {
+        return Err(Reply::error(
+            400,
+            format!("the build number ({from}) must be 1 to {MAX_NUMBER} bytes, not blank"),
+        ));
+    }
+    let service_name = project
+        .service_name
+        .as_deref()
+        .unwrap_or(source.service_name());
+    let sent = Fields {
+        service_name: Some(service_name.to_owned()),
+        ..Fields::default()
+    };
+    let mut build = Build::new(number.to_owned(), from, sent);
+    build.carryforward = project.carryforward.clone();
+    Ok(Verdict::Close(Box::new(Close {
+        project: project.name.clone(),
+        key: format!("{} {} {number}", source.name(), project.name),
+        build,
+    })))
+}
+
+/// Whether a project closes on this value (a workflow's name, a status): an empty list
+/// means every value.
+fn wanted(list: &[String], value: Option<&str>, what: &str) -> Result<(), Reply> {
+    match value {
+        _ if list.is_empty() => Ok(()),
+        Some(value) if list.iter().any(|w| w == value) => Ok(()),
+        value => Err(Reply::ignored(format!(
+            "{what} {:?} does not close a build (expected one of {})",
+            value.unwrap_or(""),
+            list.join(", ")
+        ))),
+    }
+}
+
+/// The secret in `var`, one of `source`'s required ones; where it is not set, the answer that
+/// the source is off.
+fn secret<'a>(source: &dyn Source, settings: &'a Settings, var: &Var) -> Result<&'a Secret, Reply> {
+    settings.secret(var.name).ok_or_else(|| {
+        let why = format!(
+            "the {} receiver is off: {} is not set",
+            source.title(),
+            var.name
+        );
+        Reply::error(404, why)
+    })
+}
+
+/// A header's value; one that is not text reads as a character that matches nothing.
+fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    let value = parts.headers.get(name)?;
+    Some(value.to_str().unwrap_or("\u{fffd}"))
+}
+
+/// The first of `source`'s required variables that is not set, if any: it is off then.
+pub fn unset(source: &dyn Source, settings: &Settings) -> Option<&'static str> {
+    let required = source.secrets().iter().filter(|var| var.required);
+    required
+        .map(|var| var.name)
+        .find(|name| settings.secret(name).is_none())
+}
+
+/// Each source's state, for the log at start: `POST /circleci: on; POST /magnum: off (…)`.
+pub fn states(settings: &Settings) -> String {
+    let state = |source: &&dyn Source| {
+        let state = match unset(*source, settings) {
+            None => "on".to_owned(),
+            Some(var) => format!("off ({var} is not set)"),
+        };
+        format!("POST /{}: {state}", source.name())
+    };
+    let states: Vec<String> = SOURCES.iter().map(state).collect();
+    states.join("; ")
+}
+
+/// `serve --help`'s environment: what each source's variables do, then the token's.
+pub fn environment_help() -> String {
+    let mut vars = Vec::new();
+    for source in SOURCES {
+        for var in source.secrets() {
+            let does = match var.required {
+                true => format!("switches /{} on", source.name()),
+                false => format!("for /{}", source.name()),
+            };
+            vars.push(format!("{} ({does})", var.name));
+        }
+    }
+    vars.push("COVERALLS_REPO_TOKEN (the one project without --config)".to_owned());
+    format!("Environment: {}.", vars.join(", "))
+}
+
+/// `a`, `a or b`, `a, b or c`: the items, the last two joined with `word`.
+pub fn listed(items: &[String], word: &str) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} {word} {last}", rest.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn names_routes_variables_and_keys_are_each_one_source_s() {
+        let mut seen = HashSet::new();
+        for source in SOURCES {
+            let name = source.name();
+            assert!(
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase()),
+                "{name}: a route is lowercase letters"
+            );
+            assert!(name != "healthz", "/healthz is the receiver's own");
+            assert!(seen.insert(name), "two sources are named {name}");
+            assert!(
+                source.secrets().iter().any(|var| var.required),
+                "{name}: no variable switches it on"
+            );
+            for var in source.secrets() {
+                assert!(seen.insert(var.name), "{} is two sources'", var.name);
+            }
+            assert!(!source.keys().is_empty(), "{name}: no projects-file key");
+            for key in source.keys() {
+                assert!(seen.insert(key.name), "{} is two sources'", key.name);
+                assert!(key.name.starts_with(name), "{} names its source", key.name);
+            }
+        }
+    }
+
+    #[test]
+    fn lists_read_as_english() {
+        let items = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(listed(&items(&[]), "or"), "");
+        assert_eq!(listed(&items(&["a"]), "or"), "a");
+        assert_eq!(listed(&items(&["a", "b"]), "and"), "a and b");
+        assert_eq!(listed(&items(&["a", "b", "c"]), "or"), "a, b or c");
+    }
+}

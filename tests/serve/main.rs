@@ -1,0 +1,55 @@
+//! The receiver, `coveralls-finish serve`: the built binary against a recording Coveralls on
+//! loopback, one module a source and one a concern, in one test binary.
+
+#[path = "../support/receiver.rs"]
+mod receiver;
+#[path = "../support/mod.rs"]
+mod support;
+
+mod attack;
+mod circleci;
+mod closes;
+mod load;
+mod magnum;
+mod projects;
+mod routes;
+
+use std::time::{Duration, Instant};
+
+use receiver::{Receiver, SECRET, workflow_event};
+use support::{CLOSED, Server, json};
+
+/// The workflow of the workflow-completed fixture: the build it closes.
+const WORKFLOW: &str = "fda08377-fe7e-46b1-8992-3a7aaecac9c3";
+
+/// The usual pair: a Coveralls that closes every build, and a receiver in front of it.
+fn closing() -> (Server, Receiver) {
+    let coveralls = Server::start(vec![json(200, CLOSED)]);
+    let receiver = Receiver::in_front_of(&coveralls, &[]);
+    (coveralls, receiver)
+}
+
+/// A signed delivery for a new workflow, answered 200 within `limit`.
+fn assert_still_closes(receiver: &Receiver, workflow: &str, limit: Duration) {
+    let started = Instant::now();
+    let body = workflow_event(&format!("event-{workflow}"), workflow, "gh/a/b");
+    let (status, answer) = receiver.circleci(SECRET, "workflow-completed", &body);
+    assert_eq!(status, 200, "{answer}");
+    assert!(started.elapsed() < limit, "{:?}", started.elapsed());
+}
+
+/// The error an answer gives; a test that expects one fails where there is none.
+fn error(answer: &serde_json::Value) -> &str {
+    let error = answer["error"].as_str();
+    error.unwrap_or_else(|| panic!("no error in the answer {answer}"))
+}
+
+/// Send the receiver a signal: `-TERM`, `-STOP`, `-CONT`.
+#[cfg(unix)]
+fn signal(receiver: &Receiver, signal: &str) {
+    let kill = std::process::Command::new("kill")
+        .args([signal, &receiver.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success(), "kill {signal}");
+}
