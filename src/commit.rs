@@ -15,7 +15,7 @@ use crate::event::Event;
 /// How long `git log` may take before it is given up on.
 const GIT_TIMEOUT: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Head {
     pub author_name: Option<String>,
     pub author_email: Option<String>,

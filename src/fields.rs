@@ -9,7 +9,7 @@
 macro_rules! fields {
     ($($(#[doc = $doc:literal])* $field:ident: $key:literal,)*) => {
         /// One `T` for each field of a build.
-        #[derive(Debug, Clone, Copy, Default, PartialEq)]
+        #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
         pub struct Fields<T> {
             $($(#[doc = $doc])* pub $field: T,)*
         }

@@ -5,8 +5,9 @@ use serde_json::{Map, Value, json};
 use crate::commit::Head;
 use crate::fields::Fields;
 
-/// The build to close: everything the request says but the token.
-#[derive(Debug, Clone)]
+/// The build to close: everything the request says but the token. The receiver keeps it in
+/// its store as JSON, as serde writes it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Build {
     /// The fields the body sends, each only when known; the number always is, which is why
     /// they are set through [`Build::new`] alone.

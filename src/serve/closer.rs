@@ -6,11 +6,11 @@
 //! One task decides what to attempt (so that no row is attempted twice at once); each
 //! attempt runs on a blocking thread, records its outcome in the store, then reports back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::App;
 use super::schedule::Schedule;
@@ -25,33 +25,83 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 const TICK: Duration = Duration::from_millis(500);
 /// Rows read from the store at a time.
 const BATCH: usize = 256;
+/// Submitted rows that wait for a place, at most; past that, they wait in the store.
+const MAX_BACKLOG: usize = 1024;
+/// How often closed rows past their keeping are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 /// What became of a delivery's close, as far as its answer can tell.
 #[derive(Clone, Debug)]
 pub enum Outcome {
-    Closed { url: Option<String>, jobs: Option<u64> },
-    Failed { error: String },
+    Closed {
+        url: Option<String>,
+        jobs: Option<u64>,
+    },
+    Failed {
+        error: String,
+    },
     /// Recorded, and to be tried (again) later.
-    Queued { why: String },
+    Queued {
+        why: String,
+    },
+}
+
+/// A row for the closer, and who waits for its outcome; `start`: attempt it now if it is
+/// not under way (else only wait for the attempt under way, as a duplicate does).
+struct Submission {
+    row: Row,
+    answer: oneshot::Sender<Outcome>,
+    start: bool,
 }
 
 /// How the rest of the receiver reaches the closer.
 #[derive(Clone)]
 pub struct Handle {
-    submit: mpsc::UnboundedSender<(Row, oneshot::Sender<Outcome>)>,
+    submit: mpsc::UnboundedSender<Submission>,
+}
+
+/// What the closer receives from its [`Handle`]s.
+pub struct Submissions(mpsc::UnboundedReceiver<Submission>);
+
+/// A handle, and what its submissions reach: made before the closer, which needs the
+/// receiver that holds the handle.
+pub fn channel() -> (Handle, Submissions) {
+    let (submit, submitted) = mpsc::unbounded_channel();
+    (Handle { submit }, Submissions(submitted))
 }
 
 impl Handle {
     /// Attempt `row` now if its endpoint may be tried; the outcome of that first attempt,
-    /// or `Queued` at once where it may not.
+    /// or `Queued` where it may not.
     pub fn submit(&self, row: Row) -> oneshot::Receiver<Outcome> {
+        self.send(row, true)
+    }
+
+    /// The outcome of the attempt under way at `row`, if one is; else `Queued` at once.
+    pub fn watch(&self, row: Row) -> oneshot::Receiver<Outcome> {
+        self.send(row, false)
+    }
+
+    fn send(&self, row: Row, start: bool) -> oneshot::Receiver<Outcome> {
         let (answer, answered) = oneshot::channel();
-        if let Err(mpsc::error::SendError((_, answer))) = self.submit.send((row, answer)) {
+        let submission = Submission { row, answer, start };
+        if let Err(mpsc::error::SendError(submission)) = self.submit.send(submission) {
             let why = "the receiver is stopping".to_owned();
-            let _ = answer.send(Outcome::Queued { why });
+            let _ = submission.answer.send(Outcome::Queued { why });
         }
         answered
     }
+}
+
+/// Whether an attempt could start.
+enum Start {
+    Started,
+    /// Its endpoint is failing, and probed by another attempt or too lately.
+    Paced,
+    /// Every place is taken.
+    Busy,
+    /// Its project is gone: failed, with this error.
+    Gone(String),
 }
 
 /// An attempt that has ended, its outcome committed to the store.
@@ -76,20 +126,27 @@ pub struct Closer {
     store: Arc<Store>,
     schedule: Schedule,
     places: Arc<Semaphore>,
-    /// Rows being attempted, with whoever waits for their outcome.
+    /// Rows being attempted, or waiting in the backlog to be, with whoever waits for their
+    /// outcome.
     in_flight: HashMap<i64, Vec<oneshot::Sender<Outcome>>>,
+    /// Submitted rows waiting for a place, first come first served.
+    backlog: VecDeque<Row>,
     endpoints: HashMap<String, Endpoint>,
-    finished: (mpsc::UnboundedSender<Finished>, mpsc::UnboundedReceiver<Finished>),
+    finished: (
+        mpsc::UnboundedSender<Finished>,
+        mpsc::UnboundedReceiver<Finished>,
+    ),
 }
 
 impl Closer {
-    pub fn new(app: Arc<App>, store: Arc<Store>, schedule: Schedule) -> Closer {
+    pub fn new(app: Arc<App>) -> Closer {
         Closer {
+            store: Arc::clone(&app.store),
+            schedule: app.settings.durable.schedule.clone(),
             app,
-            store,
-            schedule,
             places: Arc::new(Semaphore::new(ATTEMPTS_AT_ONCE)),
             in_flight: HashMap::new(),
+            backlog: VecDeque::new(),
             endpoints: HashMap::new(),
             finished: mpsc::unbounded_channel(),
         }
@@ -97,43 +154,78 @@ impl Closer {
 
     /// Run until `stopping`; then let the attempts under way finish within `grace` (what is
     /// left is still pending in the store, for the next start).
-    pub fn start(self, mut stopping: watch::Receiver<bool>, grace: Duration) -> (Handle, tokio::task::JoinHandle<()>) {
-        let (submit, mut submitted) = mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
-            let mut closer = self;
-            loop {
-                tokio::select! {
-                    Some((row, answer)) = submitted.recv() => closer.submitted(row, answer).await,
-                    Some(finished) = closer.finished.1.recv() => closer.ended(finished).await,
-                    () = tokio::time::sleep(TICK) => closer.scan().await,
-                    _ = stopping.wait_for(|stopping| *stopping) => break,
-                }
-            }
-            closer.drain(grace).await;
+    pub async fn run(mut self, submissions: Submissions, grace: Duration) {
+        let Submissions(mut submitted) = submissions;
+        let mut stopping = self.app.stopping.subscribe();
+        let mut stop = std::pin::pin!(async move {
+            let _ = stopping.wait_for(|stopping| *stopping).await;
         });
-        (Handle { submit }, task)
+        let mut pruned = Instant::now() - PRUNE_EVERY;
+        loop {
+            tokio::select! {
+                Some(submission) = submitted.recv() => self.submitted(submission).await,
+                Some(finished) = self.finished.1.recv() => self.ended(finished).await,
+                () = tokio::time::sleep(TICK) => self.scan().await,
+                () = &mut stop => break,
+            }
+            if pruned.elapsed() >= PRUNE_EVERY {
+                pruned = Instant::now();
+                self.prune().await;
+            }
+        }
+        self.drain(grace).await;
     }
 
-    async fn submitted(&mut self, row: Row, answer: oneshot::Sender<Outcome>) {
+    /// Forget the closes closed long enough ago that no duplicate is to be expected.
+    async fn prune(&self) {
+        let keep = self.app.settings.durable.keep_closed;
+        let before = now_ms() - i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+        match self.store.prune(before).await {
+            Ok(0) => {}
+            Ok(pruned) => self
+                .app
+                .log_line(&format!("pruned {pruned} closed deliveries")),
+            Err(error) => self
+                .app
+                .log_line(&format!("pruning the store failed: {error}")),
+        }
+    }
+
+    async fn submitted(&mut self, submission: Submission) {
+        let Submission { row, answer, start } = submission;
         if let Some(waiting) = self.in_flight.get_mut(&row.id) {
             waiting.push(answer);
             return;
         }
-        match self.try_attempt(row).await {
-            Some(id) => self.in_flight.entry(id).or_default().push(answer),
-            None => {
-                let why = "Coveralls is failing: it is tried again shortly".to_owned();
-                let _ = answer.send(Outcome::Queued { why });
+        if !start {
+            let why = "a close of this build is pending".to_owned();
+            let _ = answer.send(Outcome::Queued { why });
+            return;
+        }
+        let id = row.id;
+        let queued = |why: &str| Outcome::Queued {
+            why: why.to_owned(),
+        };
+        match self.try_attempt(row.clone()).await {
+            Start::Started => self.in_flight.entry(id).or_default().push(answer),
+            Start::Busy if self.backlog.len() < MAX_BACKLOG => {
+                self.backlog.push_back(row);
+                self.in_flight.entry(id).or_default().push(answer);
             }
+            Start::Busy => drop(answer.send(queued("every place to close in is taken"))),
+            Start::Paced => drop(answer.send(queued("Coveralls is failing; tried again soon"))),
+            Start::Gone(error) => drop(answer.send(Outcome::Failed { error })),
         }
     }
 
-    /// Due rows, attempted as far as places and pacing allow.
+    /// The backlog first, then the rows due in the store, as far as places and pacing allow.
     async fn scan(&mut self) {
+        self.start_backlog().await;
         let due = match self.store.due(now_ms(), BATCH) {
             Ok(due) => due,
             Err(error) => {
-                self.app.log_line(&format!("reading the store failed: {error}"));
+                self.app
+                    .log_line(&format!("reading the store failed: {error}"));
                 return;
             }
         };
@@ -141,33 +233,62 @@ impl Closer {
             if self.places.available_permits() == 0 {
                 break;
             }
-            if !self.in_flight.contains_key(&row.id) {
-                if let Some(id) = self.try_attempt(row).await {
+            let id = row.id;
+            if !self.in_flight.contains_key(&id) {
+                if let Start::Started = self.try_attempt(row).await {
                     self.in_flight.entry(id).or_default();
                 }
             }
         }
     }
 
-    /// Start an attempt at `row` if its endpoint may be tried now: its id, or `None`.
-    async fn try_attempt(&mut self, row: Row) -> Option<i64> {
-        let Some(project) = self.app.settings.projects.iter().find(|p| p.name == row.project) else {
-            let error = format!("project {} is no longer configured; not closed", row.project);
-            let _ = self.store.settle(row.id, Settle::Failed { error }).await;
-            return None;
+    /// Start what waits in the backlog, while there are places.
+    async fn start_backlog(&mut self) {
+        while let Some(row) = self.backlog.pop_front() {
+            let id = row.id;
+            let outcome = match self.try_attempt(row.clone()).await {
+                Start::Started => continue,
+                Start::Busy => {
+                    self.backlog.push_front(row);
+                    return;
+                }
+                Start::Paced => Outcome::Queued {
+                    why: "Coveralls is failing; tried again soon".to_owned(),
+                },
+                Start::Gone(error) => Outcome::Failed { error },
+            };
+            for answer in self.in_flight.remove(&id).unwrap_or_default() {
+                let _ = answer.send(outcome.clone());
+            }
+        }
+    }
+
+    /// Start an attempt at `row` if a place is free and its endpoint may be tried now.
+    async fn try_attempt(&mut self, row: Row) -> Start {
+        let Some(project) = self.app.settings.project(&row.project) else {
+            let error = format!(
+                "project {} is no longer configured; not closed",
+                row.project
+            );
+            let settle = Settle::Failed {
+                error: error.clone(),
+            };
+            let _ = self.store.settle(row.id, settle).await;
+            return Start::Gone(error);
+        };
+        let Ok(place) = Arc::clone(&self.places).try_acquire_owned() else {
+            return Start::Busy;
         };
         let endpoint = project.coveralls.endpoint.clone();
         let health = self.endpoints.entry(endpoint.clone()).or_default();
         let now = Instant::now();
         if health.failing {
             if health.probing || health.next_probe.is_some_and(|at| now < at) {
-                return None;
+                return Start::Paced;
             }
             health.probing = true;
             health.next_probe = Some(now + PROBE_EVERY);
         }
-        let place = Arc::clone(&self.places).try_acquire_owned().ok()?;
-        let id = row.id;
         let attempt = Attempt {
             app: Arc::clone(&self.app),
             store: Arc::clone(&self.store),
@@ -180,7 +301,7 @@ impl Closer {
             let _place = place;
             let _ = finished.send(attempt.run().await);
         });
-        Some(id)
+        Start::Started
     }
 
     async fn ended(&mut self, finished: Finished) {
@@ -194,6 +315,7 @@ impl Closer {
         if recovered {
             self.release(&finished.endpoint).await;
         }
+        self.start_backlog().await;
     }
 
     /// Every pending close to an endpoint that answers again is due now.
@@ -211,12 +333,21 @@ impl Closer {
             Ok(due) => self.app.log_line(&format!(
                 "{endpoint} answers again: {due} pending closes are due now"
             )),
-            Err(error) => self.app.log_line(&format!("releasing closes failed: {error}")),
+            Err(error) => self
+                .app
+                .log_line(&format!("releasing closes failed: {error}")),
         }
     }
 
     /// After the stop: wait for the attempts under way, within `grace`.
     async fn drain(mut self, grace: Duration) {
+        // What waits for a place is not started now: it stays pending, for the next start.
+        for row in std::mem::take(&mut self.backlog) {
+            for answer in self.in_flight.remove(&row.id).unwrap_or_default() {
+                let why = "the receiver is stopping; the close stays pending".to_owned();
+                let _ = answer.send(Outcome::Queued { why });
+            }
+        }
         let deadline = tokio::time::Instant::now() + grace;
         while !self.in_flight.is_empty() {
             match tokio::time::timeout_at(deadline, self.finished.1.recv()).await {
@@ -245,15 +376,27 @@ impl Attempt {
         let started = Instant::now();
         let app = Arc::clone(&self.app);
         let row = self.row.clone();
-        let result = tokio::task::spawn_blocking(move || attempt(&app, &row)).await;
+        let result = tokio::task::spawn_blocking(move || {
+            let result = attempt(&app, &row);
+            super::failpoint::failpoint("after-attempt");
+            result
+        })
+        .await;
         let (settle, answered) = match result {
             Ok(result) => self.judge(result),
+            // A fault of the receiver's own, which may not come back: tried again on the
+            // schedule, and failed in the end like any close that keeps failing.
             Err(panicked) => {
                 let error = format!("the close failed inside the receiver: {panicked}");
-                (Settle::Failed { error }, true)
+                (self.retry(error, None), true)
             }
         };
-        super::metrics::attempted(&settle, started.elapsed());
+        let result = match &settle {
+            Settle::Closed { .. } => "closed",
+            Settle::Retry { .. } => "retry",
+            Settle::Failed { .. } => "failed",
+        };
+        self.app.metrics.attempted(result, started.elapsed());
         let outcome = match self.store.settle(self.row.id, settle.clone()).await {
             Ok(()) => self.log(settle),
             Err(error) => {
@@ -279,27 +422,49 @@ impl Attempt {
             }
             Err(failed) => failed,
         };
-        let error = failed.error.to_string().replace('\n', " ");
+        // Kept in the store and shown by `deliveries`: redacted like every line of the log.
+        let error = self
+            .app
+            .redact(&failed.error.to_string())
+            .replace('\n', " ");
         if !failed.error.retryable() {
             // A repeated close (a redelivery, or a restart after a close that was sent but
             // not recorded) of a build already closed: closed, as asked.
-            if error.to_ascii_lowercase().contains("already closed") {
-                return (Settle::Closed { url: None, jobs: None }, true);
+            if failed
+                .error
+                .message()
+                .to_ascii_lowercase()
+                .contains("already closed")
+            {
+                return (
+                    Settle::Closed {
+                        url: None,
+                        jobs: None,
+                    },
+                    true,
+                );
             }
             return (Settle::Failed { error }, true);
         }
+        (self.retry(error, failed.retry_after), false)
+    }
+
+    /// Another attempt later, on the schedule; or, past the time a close is tried for,
+    /// failed for good.
+    fn retry(&self, error: String, retry_after: Option<Duration>) -> Settle {
         let attempts = u64::try_from(self.row.attempts).unwrap_or(0) + 1;
-        let age = Duration::from_millis(u64::try_from(now_ms() - self.row.received_at).unwrap_or(0));
-        let wait = self.schedule.wait(attempts, failed.retry_after);
+        let age = now_ms().saturating_sub(self.row.received_at);
+        let age = Duration::from_millis(u64::try_from(age).unwrap_or(0));
+        let wait = self.schedule.wait(attempts, retry_after);
         if age + wait > self.schedule.give_up_after {
             let error = format!(
                 "gave up after {attempts} attempts over {}: {error}",
-                hours(self.schedule.give_up_after)
+                humantime::format_duration(self.schedule.give_up_after)
             );
-            return (Settle::Failed { error }, false);
+            return Settle::Failed { error };
         }
         let next = now_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
-        (Settle::Retry { error, next }, false)
+        Settle::Retry { error, next }
     }
 
     fn prefix(&self) -> String {
@@ -323,13 +488,16 @@ impl Attempt {
                 let wait = Duration::from_millis(u64::try_from(next - now_ms()).unwrap_or(0));
                 let line = format!(
                     "attempt {attempt} failed: {}; retrying in {:.1}s",
-                    super::log::text(&error),
+                    super::log::text(&error, 300),
                     wait.as_secs_f64()
                 );
                 (line, Outcome::Queued { why: error })
             }
             Settle::Failed { error } => {
-                let line = format!("failed (attempt {attempt}): {}", super::log::text(&error));
+                let line = format!(
+                    "failed (attempt {attempt}): {}",
+                    super::log::text(&error, 300)
+                );
                 (line, Outcome::Failed { error })
             }
         };
@@ -346,23 +514,16 @@ fn attempt(app: &App, row: &Row) -> Result<client::Closed, Failed> {
     };
     let project = app
         .settings
-        .projects
-        .iter()
-        .find(|p| p.name == row.project)
+        .project(&row.project)
         .ok_or_else(|| unusable(format!("project {} is no longer configured", row.project)))?;
     let build: Build = serde_json::from_str(&row.request)
-        .map_err(|err| unusable(format!("the stored close cannot be read: {err}")))?;
+        .ok()
+        .filter(|build: &Build| !build.number().is_empty())
+        .ok_or_else(|| unusable("the stored close cannot be read".to_owned()))?;
     let (mut out, mut err) = (std::io::sink(), std::io::stderr());
     let mut ui = app.reporter(&mut out, &mut err);
     super::failpoint::failpoint("panic-in-close");
     let webhook = Webhook::new(&project.coveralls.endpoint, &build, project.token.expose());
     let agent = &project.agents[row.id.unsigned_abs() as usize % project.agents.len()];
     client::attempt(agent, &webhook, project.coveralls.timeout, &mut ui)
-}
-
-fn hours(duration: Duration) -> String {
-    match duration.as_secs() {
-        secs if secs % 3600 == 0 => format!("{} h", secs / 3600),
-        secs => format!("{secs} s"),
-    }
 }

@@ -11,7 +11,14 @@ use crate::error::Error;
 /// Every failpoint there is, named for where it is (and what it was first made for: any can
 /// abort as well); arming any other name is a configuration error.
 #[cfg(debug_assertions)]
-const POINTS: &[&str] = &["panic-in-verdict", "panic-in-close"];
+const POINTS: &[&str] = &[
+    "panic-in-verdict",
+    "panic-in-close",
+    // The delivery is committed, and not answered yet.
+    "after-commit",
+    // Coveralls has answered an attempt, and its outcome is not recorded yet.
+    "after-attempt",
+];
 
 /// Arm the failpoints the environment names.
 #[cfg(debug_assertions)]
@@ -146,7 +153,7 @@ mod armed {
             assert_eq!(
                 error("after-lunch"),
                 "no failpoint is named \"after-lunch\"; expected one of panic-in-verdict, \
-                 panic-in-close"
+                 panic-in-close, after-commit, after-attempt"
             );
             assert_eq!(
                 error("panic-in-close=x*panic"),

@@ -22,11 +22,11 @@ use serde_json::json;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 
-use super::App;
 use super::intake::{self, BUDGET};
 use super::log::{LogFields, field};
 use super::reply::Reply;
 use super::sources::{SOURCES, Source, listed};
+use super::{App, metrics};
 
 /// Time to send a request's head: a slow or idle client (keep-alive included) is cut off.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,7 +38,7 @@ pub const MAX_BODY: usize = 1 << 20;
 const MAX_HEAD: usize = 16 << 10;
 const MAX_HEADERS: usize = 64;
 /// After a stop signal: answer what is in flight, then go, within CircleCI's 10 seconds.
-const GRACE: Duration = Duration::from_millis(9500);
+pub const GRACE: Duration = Duration::from_millis(9500);
 /// The longest path that goes into the log.
 const MAX_LOGGED_PATH: usize = 100;
 
@@ -195,14 +195,17 @@ async fn respond(
 #[derive(Clone, Copy)]
 enum Route {
     Health,
+    Metrics,
     Source(&'static dyn Source),
     Nowhere,
 }
 
 impl Route {
     fn of(path: &str) -> Route {
-        if path == "/healthz" {
-            return Route::Health;
+        match path {
+            "/healthz" => return Route::Health,
+            "/metrics" => return Route::Metrics,
+            _ => {}
         }
         let source = SOURCES
             .iter()
@@ -213,7 +216,7 @@ impl Route {
     /// The methods it takes, for a 405's `Allow`.
     fn allow(self) -> Option<&'static str> {
         match self {
-            Route::Health => Some("GET, HEAD"),
+            Route::Health | Route::Metrics => Some("GET, HEAD"),
             Route::Source(_) => Some("POST"),
             Route::Nowhere => None,
         }
@@ -223,16 +226,43 @@ impl Route {
 /// Every route, as a 404 lists them: `/circleci, /magnum or /healthz`.
 fn routes() -> String {
     let mut routes: Vec<String> = SOURCES.iter().map(|s| format!("/{}", s.name())).collect();
-    routes.push("/healthz".to_owned());
+    routes.extend(["/healthz".to_owned(), "/metrics".to_owned()]);
     listed(&routes, "or")
 }
 
-/// `serve --help`'s routes: `Routes: POST /circleci, POST /magnum?secret=..., GET /healthz.`
+/// `serve --help`'s routes: `Routes: POST /circleci, POST /magnum?secret=..., GET /healthz,
+/// GET /metrics.`
 pub fn routes_help() -> String {
     let sources = SOURCES
         .iter()
         .map(|s| format!("POST /{}{}, ", s.name(), s.query_help()));
-    format!("Routes: {}GET /healthz.", sources.collect::<String>())
+    format!(
+        "Routes: {}GET /healthz, GET /metrics.",
+        sources.collect::<String>()
+    )
+}
+
+/// `/healthz`: up, and what the store holds that is not closed.
+fn health(app: &App) -> Reply {
+    let in_flight = app.in_flight.load(Ordering::SeqCst);
+    match app.store.counts() {
+        Ok(counts) => {
+            let oldest = counts
+                .oldest_pending
+                .map(|at| (super::store::now_ms() - at).max(0) / 1000);
+            Reply::new(
+                200,
+                json!({
+                    "ok": true, "in_flight": in_flight, "pending": counts.pending,
+                    "failed": counts.failed, "oldest_pending_s": oldest,
+                }),
+            )
+        }
+        Err(error) => Reply::new(
+            503,
+            json!({"ok": false, "in_flight": in_flight, "error": app.redact(&error.to_string())}),
+        ),
+    }
 }
 
 async fn handle(app: Arc<App>, request: Request<Incoming>, arrival: Instant) -> (Reply, LogFields) {
@@ -240,10 +270,11 @@ async fn handle(app: Arc<App>, request: Request<Incoming>, arrival: Instant) -> 
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
     let reply = match (Route::of(path), &parts.method) {
-        (Route::Health, &Method::GET | &Method::HEAD) => {
-            let in_flight = app.in_flight.load(Ordering::SeqCst);
-            Reply::new(200, json!({"ok": true, "in_flight": in_flight}))
-        }
+        (Route::Health, &Method::GET | &Method::HEAD) => health(&app),
+        (Route::Metrics, &Method::GET | &Method::HEAD) => match app.store.counts() {
+            Ok(counts) => Reply::text(metrics::CONTENT_TYPE, app.metrics.render(counts)),
+            Err(error) => Reply::error(503, app.redact(&error.to_string())),
+        },
         (Route::Source(source), &Method::POST) => {
             match read_body(&app, &parts, body, arrival).await {
                 Ok(body) => {
@@ -253,7 +284,7 @@ async fn handle(app: Arc<App>, request: Request<Incoming>, arrival: Instant) -> 
                 Err(reply) => reply,
             }
         }
-        (Route::Health | Route::Source(_), method) => {
+        (Route::Health | Route::Metrics | Route::Source(_), method) => {
             Reply::error(405, format!("{method} is not allowed on {path}"))
         }
         (Route::Nowhere, _) => Reply::error(
@@ -311,11 +342,15 @@ async fn read_body(
 }
 
 fn response(reply: &Reply, route: Route) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(reply.body.to_string())));
+    let (content_type, body) = match &reply.text {
+        Some((content_type, text)) => (*content_type, Bytes::from(text.clone())),
+        None => ("application/json", Bytes::from(reply.body.to_string())),
+    };
+    let mut response = Response::new(Full::new(body));
     *response.status_mut() = hyper::StatusCode::from_u16(reply.status)
         .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let (405, Some(allow)) = (reply.status, route.allow()) {
         headers.insert(ALLOW, HeaderValue::from_static(allow));
     }

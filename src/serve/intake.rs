@@ -1,31 +1,27 @@
-//! One delivery, once its body is in: its source's verdict, then an answer at once or a close
-//! (each build once, within the delivery's budget, on a thread of its own) and its answer.
+//! One delivery, once its body is in: its source's verdict, then an answer at once, or the
+//! close it asks for recorded in the store (the acknowledgement is the commit), its first
+//! attempt made at once, and the answer: `closed` if that attempt says so in time, else
+//! `queued`, for the background closer to finish.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use hyper::http::request::Parts;
 use serde_json::json;
 
 use super::App;
-use super::dedup::{Claim, Ticket};
+use super::closer::Outcome;
 use super::failpoint::failpoint;
-use super::log::{LogFields, field};
-use super::projects::Project;
+use super::log::LogFields;
 use super::reply::Reply;
 use super::sources::{Close, Source, Verdict};
-use crate::client::{self, Closed};
-use crate::error::{Error, Kind};
-use crate::report::Reporter;
+use super::store::{NewDelivery, Recorded, Row, State};
 
-/// CircleCI waits 10 seconds for an answer; a close must fit well inside that, counted from
-/// the delivery's arrival.
+/// CircleCI waits 10 seconds for an answer; everything a delivery waits for fits well inside
+/// that, counted from its arrival.
 pub const BUDGET: Duration = Duration::from_secs(8);
-/// Past the budget, the answer is given even if a close has not even started (a backstop).
-const SLACK: Duration = Duration::from_millis(800);
 
-/// A delivery's body, read: its source decides, and a close is made if it asks for one.
+/// A delivery's body, read: its source decides, and a close is recorded if it asks for one.
 pub async fn deliver(
     app: &Arc<App>,
     source: &dyn Source,
@@ -35,147 +31,164 @@ pub async fn deliver(
     log: &mut LogFields,
 ) -> Reply {
     failpoint("panic-in-verdict");
-    match source.verdict(&app.settings, parts, body, log) {
+    let reply = match source.verdict(&app.settings, parts, body, log) {
         Verdict::Answer(reply) => reply,
-        Verdict::Close(close) => close_once(app, *close, deadline, log).await,
+        Verdict::Close(close) => accept(app, source, *close, deadline, log).await,
+    };
+    app.metrics.delivered(source.name(), outcome_label(&reply));
+    reply
+}
+
+/// What the metrics call an answer.
+fn outcome_label(reply: &Reply) -> &'static str {
+    let said = |key: &str| reply.body.get(key).is_some_and(|v| *v == json!(true));
+    match reply.status {
+        _ if said("duplicate") => "duplicate",
+        200 if said("closed") => "closed",
+        200 if reply.body.get("closed").is_some() => "refused",
+        200 => "ok",
+        202 if said("queued") => "queued",
+        202 => "ignored",
+        401 | 403 => "unauthenticated",
+        400..=499 => "rejected",
+        _ => "unavailable",
     }
 }
 
-/// Close the build, once per key, within `deadline`.
-async fn close_once(app: &Arc<App>, close: Close, deadline: Instant, log: &mut LogFields) -> Reply {
+/// Record the close, make its first attempt, and answer as far as it got in time.
+async fn accept(
+    app: &Arc<App>,
+    source: &dyn Source,
+    close: Close,
+    deadline: Instant,
+    log: &mut LogFields,
+) -> Reply {
     log.project = Some(close.project.clone());
     log.build = Some(close.build.number().to_owned());
-    let ticket = match app.dedup.claim(&close.key, deadline).await {
-        Claim::First(ticket) => ticket,
-        Claim::Duplicate(mut reply) => {
-            log.outcome = Some("duplicate: answered as the first delivery was".to_owned());
-            reply.body["duplicate"] = json!(true);
-            return reply;
+    let delivery = NewDelivery {
+        source: source.name(),
+        project: close.project.clone(),
+        build: close.build.number().to_owned(),
+        attempt: close.attempt.clone(),
+        request: serde_json::to_string(&close.build).expect("a build serialises"),
+    };
+    let (row, outcome) = match app.store.record(delivery).await {
+        Ok(Recorded::New(row)) => {
+            failpoint("after-commit");
+            let outcome = app.closer.submit(row.clone());
+            (row, outcome)
         }
-        Claim::StillRunning => {
-            log.outcome = Some("duplicate: the first delivery is still closing".to_owned());
-            return Reply::error(
-                503,
-                "another delivery of this event is still closing the build",
-            );
+        // Pending: the answer of the attempt under way, if one is, as the first delivery's.
+        Ok(Recorded::Duplicate(row)) if row.state == State::Pending => {
+            let outcome = app.closer.watch(row.clone());
+            let reply = wait(app, &row, outcome, deadline, log).await;
+            return duplicate(reply, &row, log);
+        }
+        Ok(Recorded::Duplicate(row)) => {
+            let reply = answer(app, &row, settled(&row), log);
+            return duplicate(reply, &row, log);
+        }
+        Err(error) => {
+            let message = app.redact(&error.to_string());
+            log.outcome = Some(format!("not recorded: {message}"));
+            let why = format!("the delivery could not be recorded ({message}); deliver again");
+            return Reply::error(503, why);
         }
     };
-    let place = tokio::time::timeout_at(deadline.into(), Arc::clone(&app.closes).acquire_owned());
-    let Ok(Ok(place)) = place.await else {
-        log.outcome = Some("not closed: no place to close it in time".to_owned());
-        return Reply::error(503, "too many closes under way; deliver again");
+    wait(app, &row, outcome, deadline, log).await
+}
+
+/// The answer once `outcome` is known, or `queued` when the answer may wait no longer.
+async fn wait(
+    app: &App,
+    row: &Row,
+    outcome: tokio::sync::oneshot::Receiver<Outcome>,
+    deadline: Instant,
+    log: &mut LogFields,
+) -> Reply {
+    let wait = app
+        .settings
+        .durable
+        .answer_wait
+        .min(deadline.saturating_duration_since(Instant::now()));
+    let outcome = match tokio::time::timeout(wait, outcome).await {
+        Ok(Ok(outcome)) => outcome,
+        _ => Outcome::Queued {
+            why: "the first attempt is still under way".to_owned(),
+        },
     };
-    let worker = {
-        let app = Arc::clone(app);
-        tokio::task::spawn_blocking(move || {
-            let _place = place;
-            close_now(&app, close, deadline, ticket)
-        })
-    };
-    match tokio::time::timeout_at((deadline + SLACK).into(), worker).await {
-        Ok(Ok((reply, outcome))) => {
-            log.outcome = Some(outcome);
-            reply
-        }
-        // The close panicked: let the delivery's task fail, to be answered 500.
-        Ok(Err(failed)) => std::panic::resume_unwind(failed.into_panic()),
-        Err(_) => {
-            log.outcome = Some("not closed: out of time".to_owned());
-            Reply::error(503, "out of time before the build could be closed")
-        }
+    answer(app, row, outcome, log)
+}
+
+/// What a row recorded before says of its close.
+fn settled(row: &Row) -> Outcome {
+    match row.state {
+        State::Closed => Outcome::Closed {
+            url: row.url.clone(),
+            jobs: row.jobs.and_then(|jobs| u64::try_from(jobs).ok()),
+        },
+        State::Failed => Outcome::Failed {
+            error: row.last_error.clone().unwrap_or_default(),
+        },
+        State::Pending => Outcome::Queued {
+            why: "a close of this build is pending".to_owned(),
+        },
     }
 }
 
-/// The close itself, on a thread of its own; the answer, and what the log line says of it.
-fn close_now(app: &App, close: Close, deadline: Instant, ticket: Ticket) -> (Reply, String) {
-    let build = &close.build;
-    let (mut out, mut err) = (std::io::sink(), std::io::stderr());
-    let mut ui = app.reporter(&mut out, &mut err);
-    ui.prefix = format!(
-        "project {} build {}: ",
-        close.project,
-        field(build.number(), 100)
-    );
-    failpoint("panic-in-close");
-    let (result, expected_jobs) = match app.settings.project(&close.project) {
-        Some(project) => (
-            send(app, project, &close, deadline, &mut ui),
-            project.expected_jobs,
-        ),
-        // The settings are read once, at start: only a close kept from before a restart could
-        // name a project that has gone since, and no redelivery would change that.
-        None => {
-            let why = format!("no project is named {} any more", close.project);
-            (Err(Error::config(why)), None)
-        }
-    };
-    let (reply, remember, outcome) = answer(&close, expected_jobs, result, &ui);
-    ticket.settle(&reply, remember);
-    (reply, outcome)
-}
-
-/// The close, sent to Coveralls on the next of the project's agents.
-fn send(
-    app: &App,
-    project: &Project,
-    close: &Close,
-    deadline: Instant,
-    ui: &mut Reporter<'_>,
-) -> Result<Closed, Error> {
-    let turn = app.next_agent.fetch_add(1, Ordering::Relaxed);
-    let agent = &project.agents[turn % project.agents.len()];
-    let token = project.token.expose();
-    client::close(
-        agent,
-        &project.coveralls,
-        &close.build,
-        token,
-        Some(deadline),
-        ui,
-    )
-}
-
-/// The answer to a close, whether a later delivery should get the same one, and the outcome
-/// for the log.
-fn answer(
-    close: &Close,
-    expected_jobs: Option<u64>,
-    result: Result<Closed, Error>,
-    ui: &Reporter<'_>,
-) -> (Reply, bool, String) {
-    let (project, number) = (&close.project, close.build.number());
-    match result {
-        Ok(closed) => {
-            let jobs = closed.jobs.map_or("?".into(), |j| j.to_string());
-            let mut body = json!({
-                "closed": true, "project": project, "build_num": number,
-                "url": closed.url, "jobs": closed.jobs,
-            });
-            let mut outcome = format!("closed: {jobs} jobs");
-            // Fewer jobs than the project expects: said, but answered 200, since a redelivery
-            // cannot reopen the build.
-            if let Some(expected) = expected_jobs {
+/// The answer to a recorded delivery, from the outcome of its first attempt.
+fn answer(app: &App, row: &Row, outcome: Outcome, log: &mut LogFields) -> Reply {
+    let mut body = json!({ "id": row.id, "project": row.project, "build_num": row.build });
+    let status = match outcome {
+        Outcome::Closed { url, jobs } => {
+            let shown = jobs.map_or("?".into(), |jobs| jobs.to_string());
+            body["closed"] = json!(true);
+            body["url"] = json!(url);
+            body["jobs"] = json!(jobs);
+            let mut said = format!("closed: {shown} jobs");
+            // Fewer jobs than the project expects: said, but answered 200, since a
+            // redelivery cannot reopen the build.
+            let expected = app
+                .settings
+                .project(&row.project)
+                .and_then(|p| p.expected_jobs);
+            if let Some(expected) = expected {
                 body["expected_jobs"] = json!(expected);
-                if closed.jobs.is_none_or(|jobs| jobs < expected) {
-                    outcome = format!("closed with too few jobs: {jobs} of {expected} expected");
+                if jobs.is_none_or(|jobs| jobs < expected) {
+                    said = format!("closed with too few jobs: {shown} of {expected} expected");
                 }
             }
-            (Reply::new(200, body), true, outcome)
+            log.outcome = Some(said);
+            200
         }
-        Err(error) => {
-            let message = ui.redact(&error.to_string());
-            let outcome = format!("not closed: {}", message.replace('\n', " "));
-            let body = json!({
-                "closed": false, "project": project, "build_num": number, "error": message,
-            });
-            let (status, remember) = match error.kind() {
-                // A later delivery cannot change a refusal: answer 200 so CircleCI stops.
-                Kind::Refused | Kind::Config | Kind::Check => (200, true),
-                // Ask for the delivery again, and let it try afresh.
-                Kind::Unavailable => (502, false),
-                Kind::OutOfTime => (503, false),
-            };
-            (Reply::new(status, body), remember, outcome)
+        // A refusal that no redelivery would change: 200, so that the sender stops.
+        Outcome::Failed { error } => {
+            log.outcome = Some(format!("not closed: {error}"));
+            body["closed"] = json!(false);
+            body["error"] = json!(error);
+            200
         }
+        Outcome::Queued { why } => {
+            log.outcome = Some(format!("queued: {why}"));
+            body["queued"] = json!(true);
+            body["why"] = json!(why);
+            202
+        }
+    };
+    Reply::new(status, body)
+}
+
+/// The answer to a delivery of a close recorded before: what became of that one, marked.
+fn duplicate(mut reply: Reply, row: &Row, log: &mut LogFields) -> Reply {
+    reply.body["duplicate"] = json!(true);
+    let first = log.outcome.take().unwrap_or_default();
+    log.outcome = Some(format!("duplicate of delivery {}: {first}", row.id));
+    reply
+}
+
+impl App {
+    pub fn redact(&self, text: &str) -> String {
+        let (mut out, mut err) = (std::io::sink(), std::io::sink());
+        self.reporter(&mut out, &mut err).redact(text)
     }
 }

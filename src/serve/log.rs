@@ -37,6 +37,24 @@ pub fn field(text: &str, max: usize) -> String {
     if plain { cut } else { format!("{cut:?}") }
 }
 
+/// Text from elsewhere (Coveralls' answers, errors) as part of a log line: every control
+/// character escaped, so that it can neither start a line nor drive a terminal; at most
+/// `max` characters.
+pub fn text(text: &str, max: usize) -> String {
+    let mut line = String::new();
+    for (count, c) in text.chars().enumerate() {
+        if count == max {
+            line.push('…');
+            break;
+        }
+        match c {
+            c if c.is_control() => line.extend(c.escape_debug()),
+            c => line.push(c),
+        }
+    }
+    line
+}
+
 impl App {
     /// One line of the log, redacted.
     pub fn log_line(&self, text: &str) {

@@ -5,20 +5,17 @@
 #[cfg(panic = "abort")]
 compile_error!("the receiver (feature `serve`) needs panic = \"unwind\"; see Cargo.toml");
 
-mod dedup;
+mod closer;
 mod deliveries;
 mod failpoint;
 mod http;
 mod intake;
 mod log;
-#[allow(dead_code, reason = "wired into the receiver next")]
 mod metrics;
 mod projects;
 mod reply;
-#[allow(dead_code, reason = "wired into the receiver next")]
 mod schedule;
 mod sources;
-#[allow(dead_code, reason = "wired into the receiver next")]
 mod store;
 
 pub use deliveries::run as deliveries;
@@ -29,28 +26,26 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 use crate::env::Env;
 use crate::error::Error;
 use crate::report::Reporter;
 use crate::settings::Flags;
-use dedup::Dedup;
+use metrics::Metrics;
 use projects::Settings;
+use store::Store;
 
-/// Closes under way at once, each on a thread of its own (the client blocks); more wait for
-/// a place until their budget runs out.
-const CLOSES_AT_ONCE: usize = 128;
-/// Closed builds remembered, to answer duplicates without closing twice.
-const REMEMBERED: usize = 50_000;
+/// Blocking threads: the closer's attempts, and room for the runtime's own.
+const BLOCKING_THREADS: usize = closer::ATTEMPTS_AT_ONCE + 16;
 
 struct App {
     settings: Settings,
-    dedup: Arc<Dedup>,
     /// Every token and secret, redacted from every line: built once, at start.
     secrets: Arc<[String]>,
-    closes: Arc<Semaphore>,
-    next_agent: AtomicUsize,
+    store: Arc<Store>,
+    closer: closer::Handle,
+    metrics: Metrics,
     max_connections: usize,
     /// Requests being answered: a stop waits for them.
     in_flight: AtomicUsize,
@@ -64,18 +59,20 @@ pub fn run(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
     for secret in secrets.iter() {
         ui.mask(secret);
     }
+    let store = Store::open(&settings.durable.path, settings.durable.named)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .max_blocking_threads(CLOSES_AT_ONCE + 16)
+        .max_blocking_threads(BLOCKING_THREADS)
         .build()
         .map_err(|err| Error::config(format!("cannot start the receiver's runtime: {err}")))?;
     let (max_connections, limit_note) = http::connection_cap();
+    let (handle, submissions) = closer::channel();
     let app = Arc::new(App {
         settings,
-        dedup: Dedup::new(REMEMBERED),
         secrets,
-        closes: Arc::new(Semaphore::new(CLOSES_AT_ONCE)),
-        next_agent: AtomicUsize::new(0),
+        store,
+        closer: handle,
+        metrics: Metrics::new(),
         max_connections,
         in_flight: AtomicUsize::new(0),
         stopping: watch::Sender::new(false),
@@ -92,17 +89,31 @@ pub fn run(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
         std::panic::set_hook(Box::new(move |info| {
             app_in_panics.log_line(&format!("panic: {}", log::field(&info.to_string(), 500)));
         }));
-        Ok(http::serve(listener, Arc::clone(&app), stop_signal()).await)
+        let closing =
+            tokio::spawn(closer::Closer::new(Arc::clone(&app)).run(submissions, http::GRACE));
+        let unanswered = http::serve(listener, Arc::clone(&app), stop_signal()).await;
+        let _ = closing.await;
+        Ok(unanswered)
     });
-    // Closes stuck past the grace are not waited for: the process is going.
+    // Attempts stuck past the grace are not waited for: their closes stay pending.
     runtime.shutdown_timeout(Duration::from_millis(100));
+    let pending = app.store.counts().map(|counts| counts.pending).unwrap_or(0);
+    let kept = match pending {
+        0 => String::new(),
+        n => format!(
+            "; {n} closes pending in {}, for the next start",
+            app.store.path().display()
+        ),
+    };
     match served? {
         0 => {
-            ui.log("stopped: every delivery in flight was answered");
+            ui.log(&format!(
+                "stopped: every delivery in flight was answered{kept}"
+            ));
             Ok(())
         }
         unanswered => Err(Error::unavailable(format!(
-            "stopped: {unanswered} deliveries in flight could not be answered in time"
+            "stopped: {unanswered} deliveries in flight could not be answered in time{kept}"
         ))),
     }
 }
@@ -145,11 +156,18 @@ fn introduce(app: &App, address: SocketAddr, limit_note: Option<&str>, ui: &mut 
     for project in &settings.projects {
         ui.log(&format!("project {}: {}", project.name, project.describe()));
     }
+    let counts = app.store.counts().unwrap_or_default();
+    ui.log(&format!(
+        "state: {} ({} pending, {} failed)",
+        app.store.path().display(),
+        counts.pending,
+        counts.failed
+    ));
     ui.log(&format!(
         "at most {} connections at once ({}); {} closes at once",
         app.max_connections,
         limit_note.unwrap_or("more wait to be accepted"),
-        CLOSES_AT_ONCE
+        closer::ATTEMPTS_AT_ONCE
     ));
 }
 

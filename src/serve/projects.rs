@@ -1,24 +1,30 @@
 //! The receiver's settings: which projects it closes builds for, and with which token.
 
-use std::collections::HashSet;
-use std::path::Path;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 use ureq::Agent;
 
+use super::schedule::{Schedule, parse_duration, parse_waits};
 use super::sources::{IdKey, SOURCES, Source, listed, unset};
+use super::store;
 use crate::client::{self, Coveralls};
 use crate::config::{self, Secret};
 use crate::env::Env;
 use crate::error::Error;
 use crate::settings::{Flags, Given, Key, Values};
 
-/// Agents (each with a connection pool of its own) a project's closes take turns on: threads
-/// sharing one pool wait on each other.
-const AGENTS: usize = 16;
+/// Agents (each with a connection pool of its own) the closes to one endpoint take turns
+/// on: threads sharing one pool wait on each other. As many as attempts run at once.
+const AGENTS: usize = super::closer::ATTEMPTS_AT_ONCE;
 
 pub struct Settings {
     pub listen: String,
+    /// Where deliveries are kept, and how their closes are retried.
+    pub durable: Durable,
     /// The sources' secrets that are set, by variable.
     secrets: Vec<(&'static str, Secret)>,
     pub projects: Vec<Project>,
@@ -43,8 +49,20 @@ pub struct Project {
     pub service_name: Option<String>,
     /// Fewer jobs than this in a closed build are logged as such.
     pub expected_jobs: Option<u64>,
-    /// Agents the project's closes take turns on.
-    pub agents: Vec<Agent>,
+    /// Agents the project's closes take turns on: shared by every project of its endpoint,
+    /// so that the connections kept open grow with the endpoints, not with the projects.
+    pub agents: Arc<[Agent]>,
+}
+
+/// The store and the retries: where deliveries are kept, how long an answer waits for the
+/// first attempt, when a failed close is tried again, how long a closed one is kept.
+pub struct Durable {
+    pub path: PathBuf,
+    /// What named the path, for errors: `--state`, `COVERALLS_FINISH_STATE`, the default.
+    pub named: &'static str,
+    pub answer_wait: Duration,
+    pub schedule: Schedule,
+    pub keep_closed: Duration,
 }
 
 /// One id of a project: a source's projects-file key and its value, as written.
@@ -132,12 +150,14 @@ impl Settings {
             .expect("a default")
             .value
             .to_owned();
-        let projects = match sources.given(Key::Config) {
+        let mut projects = match sources.given(Key::Config) {
             Some(Given { value: path, .. }) => from_file(Path::new(path), env, &shared.coveralls)?,
-            None => vec![from_env(&shared, env)?],
+            None => vec![from_env(&shared)?],
         };
+        share_agents(&mut projects, env)?;
         let settings = Settings {
             listen,
+            durable: durable(&sources, env)?,
             secrets: secrets(env)?,
             projects,
             debug,
@@ -194,6 +214,77 @@ impl Settings {
     }
 }
 
+/// The agents of each endpoint, made once and given to every project of it.
+fn share_agents(projects: &mut [Project], env: &Env) -> Result<(), Error> {
+    let mut made: HashMap<String, Arc<[Agent]>> = HashMap::new();
+    for project in projects {
+        let endpoint = &project.coveralls.endpoint;
+        let agents = match made.get(endpoint) {
+            Some(agents) => Arc::clone(agents),
+            None => {
+                let agents: Arc<[Agent]> = client::agents(endpoint, env, AGENTS)?.into();
+                made.insert(endpoint.clone(), Arc::clone(&agents));
+                agents
+            }
+        };
+        project.agents = agents;
+    }
+    Ok(())
+}
+
+/// The store's settings, each checked; errors name the flag or variable.
+fn durable(values: &Values, env: &Env) -> Result<Durable, Error> {
+    let (path, named) = store::state_path(values, env)?;
+    let get = |key| values.get(key).expect("a default");
+    let duration = |key, least: Duration, most: Duration, expected: &str| {
+        let given = get(key);
+        match parse_duration(given.value) {
+            Some(duration) if duration >= least && duration <= most => Ok(duration),
+            _ => Err(Error::config(format!(
+                "{} is {:?}; expected {expected}",
+                given.from, given.value
+            ))),
+        }
+    };
+    let day = Duration::from_secs(86_400);
+    let answer_wait = duration(
+        Key::AnswerWait,
+        Duration::ZERO,
+        Duration::from_secs(8),
+        "a duration from 0s to 8s, such as 1s or 250ms",
+    )?;
+    let give_up_after = duration(
+        Key::RetryFor,
+        Duration::from_secs(1),
+        365 * day,
+        "a duration such as 72h or 3d",
+    )?;
+    let keep_closed = duration(
+        Key::KeepClosed,
+        Duration::from_secs(1),
+        365 * day,
+        "a duration such as 7d or 12h",
+    )?;
+    let waits = get(Key::RetrySchedule);
+    let waits = parse_waits(waits.value).ok_or_else(|| {
+        Error::config(format!(
+            "{} is {:?}; expected durations separated by commas, none of them 0, such as \
+             5s,30s,2m,1h",
+            waits.from, waits.value
+        ))
+    })?;
+    Ok(Durable {
+        path,
+        named,
+        answer_wait,
+        schedule: Schedule {
+            waits,
+            give_up_after,
+        },
+        keep_closed,
+    })
+}
+
 /// The sources' secrets that are set, each checked for its least length.
 fn secrets(env: &Env) -> Result<Vec<(&'static str, Secret)>, Error> {
     let mut secrets = Vec::new();
@@ -244,7 +335,7 @@ impl Project {
 }
 
 /// The one project the environment describes: every event is its.
-fn from_env(shared: &config::Shared, env: &Env) -> Result<Project, Error> {
+fn from_env(shared: &config::Shared) -> Result<Project, Error> {
     let token = shared.token.clone().ok_or_else(|| {
         Error::config(
             "COVERALLS_REPO_TOKEN is not set; the receiver needs it, or --config with a file of \
@@ -255,7 +346,7 @@ fn from_env(shared: &config::Shared, env: &Env) -> Result<Project, Error> {
         name: "default".to_owned(),
         ids: Vec::new(),
         token,
-        agents: client::agents(&shared.coveralls.endpoint, env, AGENTS)?,
+        agents: Arc::new([]),
         coveralls: shared.coveralls.clone(),
         carryforward: shared.carryforward.clone(),
         workflows: Vec::new(),
@@ -319,7 +410,7 @@ fn project(
         None => service.clone(),
     };
     Ok(Project {
-        agents: client::agents(&service.endpoint, env, AGENTS)?,
+        agents: Arc::new([]),
         token: token(&entry, env, at)?,
         name: name.to_owned(),
         ids,

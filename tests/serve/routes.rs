@@ -59,11 +59,18 @@ fn a_wrong_method_is_told_the_right_ones_and_a_wrong_path_every_route() {
             "POST is not allowed on /healthz",
         ),
         (
+            "DELETE",
+            "/metrics",
+            405,
+            Some("GET, HEAD"),
+            "DELETE is not allowed on /metrics",
+        ),
+        (
             "POST",
             "/circleci/",
             404,
             None,
-            "no route /circleci/; expected /circleci, /magnum or /healthz",
+            "no route /circleci/; expected /circleci, /magnum, /healthz or /metrics",
         ),
     ];
     for (method, path, status, allow, expected) in cases {

@@ -40,6 +40,8 @@ pub struct Receiver {
     secrets: Vec<String>,
     /// Where its projects file is, if it has one.
     _projects: Option<tempfile::TempDir>,
+    /// Its state file's directory, unless the test gave it a state file of its own.
+    _state: Option<tempfile::TempDir>,
 }
 
 impl Receiver {
@@ -73,6 +75,18 @@ impl Receiver {
     }
 
     fn spawn(mut command: std::process::Command, env: &[(&str, &str)]) -> Receiver {
+        // A state file of its own, in a directory that goes with it, unless the test names one.
+        let state = match env
+            .iter()
+            .any(|(name, _)| *name == "COVERALLS_FINISH_STATE")
+        {
+            true => None,
+            false => {
+                let dir = tempfile::tempdir().unwrap();
+                command.env("COVERALLS_FINISH_STATE", dir.path().join("state.sqlite3"));
+                Some(dir)
+            }
+        };
         command
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -115,6 +129,7 @@ impl Receiver {
             agent,
             secrets,
             _projects: None,
+            _state: state,
         }
     }
 
@@ -174,6 +189,41 @@ impl Receiver {
         let text = response.body_mut().read_to_string().unwrap();
         let health: serde_json::Value = serde_json::from_str(&text).unwrap();
         health["in_flight"].as_u64().expect("in_flight in /healthz")
+    }
+
+    /// GET `path`: the status and the body as text.
+    pub fn fetch(&self, path: &str) -> (u16, String) {
+        let mut response = self
+            .agent
+            .get(&format!("{}{path}", self.url))
+            .call()
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().unwrap())
+    }
+
+    /// `/healthz`, read.
+    pub fn health(&self) -> serde_json::Value {
+        let (status, text) = self.fetch("/healthz");
+        assert_eq!(status, 200, "{text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// Wait until `/healthz` says nothing is pending, at most `limit`.
+    pub fn wait_until_nothing_pending(&self, limit: Duration) {
+        let started = Instant::now();
+        loop {
+            let health = self.health();
+            if health["pending"] == 0 {
+                return;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "still pending after {limit:?}: {health}\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn get(&self, path: &str) -> u16 {

@@ -70,12 +70,14 @@ pub enum Verdict {
     Close(Box<Close>),
 }
 
-/// A close to make: the project (by name), the build, and the key under which duplicates of
-/// the delivery are recognised.
+/// A close to make: the project (by name) and the build. The store knows a duplicate by its
+/// source, project, build number and `attempt`.
 pub struct Close {
     pub project: String,
     pub build: Build,
-    pub key: String,
+    /// What makes a re-run that keeps the build number a new close (GitHub's run attempt);
+    /// empty where a re-run is a new build number.
+    pub attempt: String,
 }
 
 /// The longest build number (a workflow id, a Magnum CI build number) sent on.
@@ -108,8 +110,8 @@ fn close(
     build.carryforward = project.carryforward.clone();
     Ok(Verdict::Close(Box::new(Close {
         project: project.name.clone(),
-        key: format!("{} {} {number}", source.name(), project.name),
         build,
+        attempt: String::new(),
     })))
 }
 
