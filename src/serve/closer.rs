@@ -329,9 +329,9 @@ impl Closer {
             .map(|p| p.name.clone())
             .collect();
         match self.store.release(projects).await {
-            Ok(0) => {}
-            Ok(due) => self.app.log_line(&format!(
-                "{endpoint} answers again: {due} pending closes are due now"
+            Ok(moved) => self.app.log_line(&format!(
+                "{endpoint} answers again: every pending close to it is due now ({moved} \
+                 brought forward)"
             )),
             Err(error) => self
                 .app

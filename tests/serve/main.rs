@@ -13,6 +13,7 @@ mod load;
 mod magnum;
 mod projects;
 mod routes;
+mod store;
 
 use std::time::{Duration, Instant};
 
