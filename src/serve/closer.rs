@@ -457,10 +457,12 @@ impl Attempt {
         let age = Duration::from_millis(u64::try_from(age).unwrap_or(0));
         let wait = self.schedule.wait(attempts, retry_after);
         if age + wait > self.schedule.give_up_after {
-            let error = format!(
-                "gave up after {attempts} attempts over {}: {error}",
-                humantime::format_duration(self.schedule.give_up_after)
-            );
+            let over = self.schedule.give_up_after.as_secs();
+            let over = match over % 3600 {
+                0 => format!("{}h", over / 3600),
+                _ => format!("{over}s"),
+            };
+            let error = format!("gave up after {attempts} attempts over {over}: {error}");
             return Settle::Failed { error };
         }
         let next = now_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);

@@ -388,3 +388,38 @@ impl Drop for SmallDisk {
             .status();
     }
 }
+
+#[test]
+fn a_close_that_keeps_failing_is_given_up_after_retry_for_and_listed() {
+    let coveralls = Server::start(vec![json(503, r#"{"error":"down"}"#)]);
+    let state = tempfile::tempdir().unwrap();
+    let file = state.path().join("state.sqlite3");
+    let receiver = Receiver::in_front_of(
+        &coveralls,
+        &[
+            ("COVERALLS_FINISH_STATE", file.to_str().unwrap()),
+            ("COVERALLS_FINISH_RETRY_FOR", "2s"),
+            QUICK_RETRIES,
+        ],
+    );
+    assert_eq!(deliver(&receiver, "wf-down").0, 202);
+    let started = Instant::now();
+    while receiver.health()["failed"] != 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            receiver.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(receiver.health()["pending"], 0);
+    let (code, listed, _) = deliveries(&file, &["--json"]);
+    assert_eq!(code, 0);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let error = listed[0]["last_error"].as_str().unwrap();
+    assert!(error.starts_with("gave up after "), "{error}");
+    assert!(error.contains(" attempts over 2s: "), "{error}");
+    assert!(error.contains("503 Service Unavailable: down"), "{error}");
+    let attempts = listed[0]["attempts"].as_u64().unwrap();
+    assert_eq!(attempts, coveralls.requests().len() as u64);
+}
