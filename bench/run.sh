@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks coveralls-finish against its peers, side by side in one run, on loopback:
 # closing one build over plain HTTP and over HTTPS (wall time, peak RSS), the release assets'
-# sizes, and the receiver's throughput, beside the old tiny_http receiver and under attack.
+# sizes, and the receiver's throughput: durable, beside the in-memory receiver it replaced, with
+# Coveralls stalled, and under attack.
 # `bash bench/run.sh` for the figures in BENCHMARKS.md; `bash bench/run.sh --smoke` for a
 # quick run that only proves the benchmark still works.
 set -euo pipefail
@@ -16,8 +17,8 @@ fi
 # Each tool is given the stand-in's CA, and nothing else: the machine's own trust settings are
 # left out (an SSL_CERT_DIR makes rustls read every file in it, 7 ms for 300 certificates).
 unset SSL_CERT_DIR SSL_CERT_FILE
-# The last commit whose receiver ran on tiny_http, measured beside today's.
-old_receiver=f495258
+# The last commit whose receiver closed in memory, without a store, measured beside today's.
+old_receiver=304c56a
 if [ ! -x /usr/bin/time ]; then
     echo "bench/run.sh needs GNU time for peak RSS: apt-get install time" >&2
     exit 1
@@ -63,15 +64,15 @@ echo "closer: $closer"
 echo "receiver: $receiver"
 old=
 if [ -n "$smoke" ]; then
-    echo "the old tiny_http receiver: not built in a smoke run"
+    echo "the in-memory receiver: not built in a smoke run"
 elif git cat-file -e "$old_receiver^{commit}" 2>/dev/null; then
     mkdir "$work/old"
     git archive "$old_receiver" | tar -x -C "$work/old"
     (cd "$work/old" && cargo build --release --locked --quiet --target-dir "$repo/target/bench-old")
     old=$repo/target/bench-old/release/coveralls-finish
-    echo "the old tiny_http receiver ($old_receiver): $old"
+    echo "the in-memory receiver ($old_receiver): $old"
 else
-    echo "the old tiny_http receiver: commit $old_receiver is not in this clone, so not measured"
+    echo "the in-memory receiver: commit $old_receiver is not in this clone, so not measured"
 fi
 
 echo "== peers"
@@ -85,8 +86,11 @@ target/release/examples/fake_coveralls >"$work/fake.log" 2>&1 &
 pids+=($!)
 target/release/examples/fake_coveralls 127.0.0.1:0 --tls "$work/tls" >"$work/fake-tls.log" 2>&1 &
 pids+=($!)
+target/release/examples/fake_coveralls 127.0.0.1:0 --stall >"$work/fake-stall.log" 2>&1 &
+pids+=($!)
 endpoint=$(started_url "$work/fake.log")
 tls_endpoint=$(started_url "$work/fake-tls.log")
+stall_endpoint=$(started_url "$work/fake-stall.log")
 ca=$work/tls/ca.pem
 
 token=bench-token-0123456789
@@ -114,13 +118,37 @@ for binary in "$closer" "$receiver"; do
 done
 echo "(the budget: 1.75 MiB for the closer alone, the asset the GitHub Action downloads)"
 
-# A receiver in front of the plain-HTTP stand-in, its URL in $url (not in a subshell, so
-# that the cleanup knows its process).
-start_receiver() { # binary, log file
-    COVERALLS_ENDPOINT=$endpoint CIRCLECI_WEBHOOK_SECRET=bench-secret \
-        "$1" serve --listen 127.0.0.1:0 >/dev/null 2>"$2" &
+# A receiver in front of a stand-in (the plain-HTTP one unless ENDPOINT says), with a state
+# file of its own; its URL in $url (not in a subshell, so that the cleanup knows its process).
+receivers=0
+start_receiver() { # binary, log file, then VAR=value settings
+    local binary=$1 log=$2
+    shift 2
+    receivers=$((receivers + 1))
+    env COVERALLS_ENDPOINT="$endpoint" CIRCLECI_WEBHOOK_SECRET=bench-secret \
+        COVERALLS_FINISH_STATE="$work/state-$receivers.sqlite3" "$@" \
+        "$binary" serve --listen 127.0.0.1:0 >/dev/null 2>"$log" &
     pids+=($!)
-    url=$(started_url "$2")
+    url=$(started_url "$log")
+}
+
+# The store's commits so far, from /metrics (0 for a receiver without a store).
+commits() { # receiver URL
+    curl -sf "$1/metrics" 2>/dev/null |
+        sed -n 's/^coveralls_finish_store_commits_total \([0-9]*\).*/\1/p' | grep . || echo 0
+}
+
+# Deliveries to a receiver, and what its store committed for them.
+load() { # label, receiver URL, then receiver_load's arguments
+    local label=$1 url=$2 before after
+    shift 2
+    echo "$label:"
+    before=$(commits "$url")
+    target/release/examples/receiver_load "$url" bench-secret "$@"
+    after=$(commits "$url")
+    if [ "$after" -gt "$before" ]; then
+        echo "  the store: $((after - before)) commits for $1 deliveries' records and closes' outcomes ($(awk -v d="$1" -v c=$((after - before)) 'BEGIN { printf "%.1f", 2 * d / c }') rows a commit)"
+    fi
 }
 
 echo "== receiver: signed workflow-completed deliveries on loopback, Coveralls answering at once"
@@ -133,17 +161,21 @@ if [ -n "$old" ]; then
 fi
 for n in $connections; do
     for fresh in "" --fresh; do
-        echo "today's receiver (hyper):"
-        target/release/examples/receiver_load "$new_url" bench-secret "$deliveries" "$n" ${fresh:+"$fresh"}
+        load "today's receiver (durable: SQLite, group commit)" "$new_url" "$deliveries" "$n" ${fresh:+"$fresh"}
         if [ -n "$old_url" ]; then
-            echo "the old receiver (tiny_http, $old_receiver):"
-            target/release/examples/receiver_load "$old_url" bench-secret "$deliveries" "$n" ${fresh:+"$fresh"}
+            load "the in-memory receiver ($old_receiver)" "$old_url" "$deliveries" "$n" ${fresh:+"$fresh"}
         fi
     done
 done
 
+echo "== receiver with Coveralls stalled (every close hangs): the acknowledgement does not wait"
+stalled=$((deliveries / 4))
+endpoint=$stall_endpoint start_receiver "$receiver" "$work/serve-stall.log"
+load "answer wait 1s (the default): p99 must stay under 1.05 s" "$url" "$stalled" 32
+endpoint=$stall_endpoint start_receiver "$receiver" "$work/serve-stall0.log" COVERALLS_FINISH_ANSWER_WAIT=0s
+load "answer wait 0s: the durable throughput, Coveralls stalled" "$url" "$stalled" 32
+
 echo "== receiver under attack: 500 idle and 64 slow-body connections held open"
-echo "(the old receiver is left out: 32 slow bodies pin all its workers, and it answers nothing)"
 idle=500 slow=64
 if [ -n "$smoke" ]; then
     idle=50 slow=8

@@ -3,7 +3,9 @@
 //! until killed. With `--tls DIR` it speaks HTTPS with a certificate for `localhost` from a
 //! private CA, whose PEM it writes to `DIR/ca.pem` (for `SSL_CERT_FILE`, or curl's `--cacert`).
 //!
-//! `cargo run --release --example fake_coveralls -- [ADDR] [--tls DIR]` (ADDR: 127.0.0.1:0)
+//! With `--stall` it reads each close and never answers it: Coveralls hanging.
+//!
+//! `cargo run --release --example fake_coveralls -- [ADDR] [--tls DIR] [--stall]` (ADDR: 127.0.0.1:0)
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 static CLOSES: AtomicU64 = AtomicU64::new(0);
+static STALL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let closing =
@@ -28,6 +31,9 @@ async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
         let mut missing = Response::new(Full::new(Bytes::from_static(b"{\"error\":\"no route\"}")));
         *missing.status_mut() = hyper::StatusCode::NOT_FOUND;
         return Ok(missing);
+    }
+    if STALL.load(Ordering::Relaxed) {
+        std::future::pending::<()>().await;
     }
     let n = CLOSES.fetch_add(1, Ordering::Relaxed) + 1;
     let body = format!(r#"{{"done":true,"url":"https://coveralls.io/builds/{n}","jobs":4}}"#);
@@ -78,6 +84,7 @@ async fn main() {
         .iter()
         .position(|a| a == "--tls")
         .map(|i| args[i + 1].clone());
+    STALL.store(args.iter().any(|a| a == "--stall"), Ordering::Relaxed);
     let addr = args
         .first()
         .filter(|a| !a.starts_with("--"))

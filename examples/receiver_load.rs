@@ -31,12 +31,39 @@ fn main() {
     let count: usize = count.parse().expect("COUNT");
     let concurrency: usize = concurrency.parse().expect("CONCURRENCY");
     let attackers = attack(url, idle, slow);
+    let deliveries = signed(secret, count);
+    let started = Instant::now();
+    let sent = send_all(url, &deliveries, concurrency, fresh);
+    let elapsed = started.elapsed();
+    if sent.failed > 0 || sent.latencies.is_empty() {
+        eprintln!(
+            "{} of {count} deliveries were not acknowledged",
+            sent.failed
+        );
+        std::process::exit(1);
+    }
+    let under = match (idle, slow) {
+        (0, 0) => String::new(),
+        _ => format!(" beside {idle} idle and {slow} slow-body connections,"),
+    };
+    let kept = if fresh {
+        "a new connection each"
+    } else {
+        "kept alive"
+    };
+    let how = format!("{concurrency} connections ({kept}),{under}");
+    report(sent, count, &how, elapsed);
+    drop(attackers);
+}
+
+/// `count` deliveries, each of a new workflow, signed up front, so that the clock measures
+/// the receiver rather than this tool: each body and its signature header.
+fn signed(secret: &str, count: usize) -> Vec<(Vec<u8>, String)> {
     // Unique to this run, so that a second run closes new workflows rather than duplicates.
     let run = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    // Signed up front, so that the clock measures the receiver rather than this tool.
-    let deliveries: Vec<(Vec<u8>, String)> = (0..count)
+    (0..count)
         .map(|i| {
             let body = format!(
                 r#"{{"id":"event-{run}-{i}","type":"workflow-completed","happened_at":"2026-11-22T00:00:00Z","project":{{"id":"p","slug":"gh/bench/receiver","name":"receiver"}},"workflow":{{"id":"workflow-{run}-{i}","name":"test","status":"success"}},"pipeline":{{"id":"x","number":{i}}}}}"#
@@ -45,12 +72,23 @@ fn main() {
             let signature = format!("v1={}", sign::sign(secret, &body));
             (body, signature)
         })
-        .collect();
+        .collect()
+}
+
+/// What the deliveries came to: each acknowledged one's latency, how many of those were
+/// queued (202) rather than closed, and how many were not acknowledged.
+struct Sent {
+    latencies: Vec<Duration>,
+    queued: usize,
+    failed: usize,
+}
+
+/// Every delivery, from `concurrency` connections at once.
+fn send_all(url: &str, deliveries: &[(Vec<u8>, String)], concurrency: usize, fresh: bool) -> Sent {
     let next = AtomicUsize::new(0);
-    let failed = AtomicUsize::new(0);
+    let (failed, queued) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let target = format!("{url}/circleci");
-    let started = Instant::now();
-    let mut latencies: Vec<Duration> = std::thread::scope(|scope| {
+    let latencies = std::thread::scope(|scope| {
         let senders: Vec<_> = (0..concurrency)
             .map(|_| {
                 scope.spawn(|| {
@@ -70,21 +108,14 @@ fn main() {
                             .header("content-type", "application/json")
                             .header("connection", if fresh { "close" } else { "keep-alive" })
                             .send(body.as_slice());
-                        match answer {
-                            Ok(mut response) if response.status().as_u16() == 200 => {
-                                // Read to the end, so that the connection is kept alive.
-                                let _ = response.body_mut().read_to_vec();
-                                mine.push(sent.elapsed())
+                        match acknowledged(answer) {
+                            Some(status) => {
+                                if status == 202 {
+                                    queued.fetch_add(1, Ordering::Relaxed);
+                                }
+                                mine.push(sent.elapsed());
                             }
-                            Ok(mut response) => {
-                                let text = response.body_mut().read_to_string().unwrap_or_default();
-                                eprintln!("not closed: {} {text}", response.status());
-                                failed.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(err) => {
-                                eprintln!("no answer: {err}");
-                                failed.fetch_add(1, Ordering::Relaxed);
-                            }
+                            None => drop(failed.fetch_add(1, Ordering::Relaxed)),
                         }
                     }
                     mine
@@ -96,27 +127,46 @@ fn main() {
             .flat_map(|s| s.join().expect("sender"))
             .collect()
     });
-    let elapsed = started.elapsed();
-    let failed = failed.into_inner();
-    if failed > 0 || latencies.is_empty() {
-        eprintln!("{failed} of {count} deliveries were not closed");
-        std::process::exit(1);
+    Sent {
+        latencies,
+        queued: queued.into_inner(),
+        failed: failed.into_inner(),
     }
+}
+
+/// An answer's status where it acknowledged the delivery (200 closed, 202 queued), its body
+/// read to the end so that the connection is kept alive; else `None`, said on stderr.
+fn acknowledged(answer: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Option<u16> {
+    match answer {
+        Ok(mut response) => {
+            let status = response.status().as_u16();
+            let text = response.body_mut().read_to_string().unwrap_or_default();
+            if matches!(status, 200 | 202) {
+                return Some(status);
+            }
+            eprintln!("not acknowledged: {status} {text}");
+            None
+        }
+        Err(err) => {
+            eprintln!("no answer: {err}");
+            None
+        }
+    }
+}
+
+/// Throughput and latency percentiles, printed.
+fn report(sent: Sent, count: usize, how: &str, elapsed: Duration) {
+    let mut latencies = sent.latencies;
     latencies.sort();
     let pct = |p: usize| {
         latencies[(latencies.len() * p / 100).min(latencies.len() - 1)].as_secs_f64() * 1000.0
     };
-    let under = match (idle, slow) {
-        (0, 0) => String::new(),
-        _ => format!(" beside {idle} idle and {slow} slow-body connections,"),
-    };
-    let kept = if fresh {
-        "a new connection each"
-    } else {
-        "kept alive"
+    let queued = match sent.queued {
+        0 => String::new(),
+        n => format!(" ({n} queued, not closed yet)"),
     };
     println!(
-        "receiver: {count} signed deliveries, {concurrency} connections ({kept}),{under} {:.0} deliveries/s; \
+        "receiver: {count} signed deliveries{queued}, {how} {:.0} deliveries/s; \
          latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         count as f64 / elapsed.as_secs_f64(),
         pct(50),
@@ -124,7 +174,6 @@ fn main() {
         pct(99),
         latencies[latencies.len() - 1].as_secs_f64() * 1000.0
     );
-    drop(attackers);
 }
 
 /// `idle` connections that send nothing and `slow` ones that trickle a body, kept open (and

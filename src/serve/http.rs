@@ -272,7 +272,10 @@ async fn handle(app: Arc<App>, request: Request<Incoming>, arrival: Instant) -> 
     let reply = match (Route::of(path), &parts.method) {
         (Route::Health, &Method::GET | &Method::HEAD) => health(&app),
         (Route::Metrics, &Method::GET | &Method::HEAD) => match app.store.counts() {
-            Ok(counts) => Reply::text(metrics::CONTENT_TYPE, app.metrics.render(counts)),
+            Ok(counts) => {
+                let text = app.metrics.render(counts, app.store.commits());
+                Reply::text(metrics::CONTENT_TYPE, text)
+            }
             Err(error) => Reply::error(503, app.redact(&error.to_string())),
         },
         (Route::Source(source), &Method::POST) => {

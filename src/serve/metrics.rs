@@ -35,6 +35,7 @@ pub struct Metrics {
     pending: Gauge,
     failed: Gauge,
     oldest_pending: Gauge<f64, AtomicU64>,
+    commits: Counter,
 }
 
 impl Metrics {
@@ -48,6 +49,7 @@ impl Metrics {
             pending: Gauge::default(),
             failed: Gauge::default(),
             oldest_pending: Gauge::default(),
+            commits: Counter::default(),
         };
         let mut registry = metrics.registry;
         registry.register(
@@ -80,6 +82,11 @@ impl Metrics {
             "How long ago the oldest pending close was received; 0 with none",
             metrics.oldest_pending.clone(),
         );
+        registry.register(
+            "store_commits",
+            "Transactions the store committed, each with every delivery waiting for it",
+            metrics.commits.clone(),
+        );
         Metrics {
             registry,
             ..metrics
@@ -99,8 +106,11 @@ impl Metrics {
         self.close_seconds.observe(took.as_secs_f64());
     }
 
-    /// The text a scrape gets, with the store's figures as they are now.
-    pub fn render(&self, counts: Counts) -> String {
+    /// The text a scrape gets, with the store's figures as they are now (`commits`: the
+    /// transactions it has committed).
+    pub fn render(&self, counts: Counts, commits: u64) -> String {
+        self.commits
+            .inc_by(commits.saturating_sub(self.commits.get()));
         self.pending.set(counts.pending);
         self.failed.set(counts.failed);
         let oldest = counts
@@ -128,7 +138,7 @@ mod tests {
     #[test]
     fn figures_move_and_read_back_as_numbers() {
         let metrics = Metrics::new();
-        let empty = metrics.render(Counts::default());
+        let empty = metrics.render(Counts::default(), 0);
         assert_eq!(sample(&empty, "coveralls_finish_pending_closes"), Some(0.0));
         assert_eq!(
             sample(&empty, "coveralls_finish_oldest_pending_seconds"),
@@ -143,7 +153,7 @@ mod tests {
             failed: 1,
             oldest_pending: Some(now_ms() - 90_000),
         };
-        let text = metrics.render(counts);
+        let text = metrics.render(counts, 7);
         let value = |name: &str| sample(&text, name).unwrap_or_else(|| panic!("{name}:\n{text}"));
         let closed = r#"coveralls_finish_deliveries_total{source="circleci",outcome="closed"}"#;
         assert_eq!(value(closed), 2.0);
@@ -156,6 +166,7 @@ mod tests {
         assert_eq!(value("coveralls_finish_failed_closes"), 1.0);
         let oldest = value("coveralls_finish_oldest_pending_seconds");
         assert!((90.0..100.0).contains(&oldest), "{oldest}");
+        assert_eq!(value("coveralls_finish_store_commits_total"), 7.0);
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

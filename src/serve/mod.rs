@@ -97,6 +97,11 @@ pub fn run(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
     });
     // Attempts stuck past the grace are not waited for: their closes stay pending.
     runtime.shutdown_timeout(Duration::from_millis(100));
+    stopped(&app, served?, ui)
+}
+
+/// The last line: whether every delivery in flight was answered, and what stays pending.
+fn stopped(app: &App, unanswered: usize, ui: &mut Reporter) -> Result<(), Error> {
     let pending = app.store.counts().map(|counts| counts.pending).unwrap_or(0);
     let kept = match pending {
         0 => String::new(),
@@ -105,7 +110,7 @@ pub fn run(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
             app.store.path().display()
         ),
     };
-    match served? {
+    match unanswered {
         0 => {
             ui.log(&format!(
                 "stopped: every delivery in flight was answered{kept}"

@@ -11,6 +11,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -154,6 +155,8 @@ pub struct Store {
     writer: Option<SyncSender<Op>>,
     thread: Option<std::thread::JoinHandle<()>>,
     reader: Mutex<Connection>,
+    /// Transactions the writer has committed: with the rows, what group commit saves.
+    commits: Arc<AtomicU64>,
     /// Held for as long as the store is open: one receiver per file.
     _lock: RwLockWriteGuard<'static, File>,
 }
@@ -176,28 +179,34 @@ impl Store {
             .query_row("SELECT count(*) FROM deliveries", [], |row| row.get(0))
             .map_err(|err| unusable(path, named, &err))?;
         let (writer, queue) = mpsc::sync_channel(QUEUE);
+        let commits = Arc::new(AtomicU64::new(0));
+        let writer_state = Writer {
+            connection,
+            rows,
+            cap,
+            commits: Arc::clone(&commits),
+        };
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || {
-                Writer {
-                    connection,
-                    rows,
-                    cap,
-                }
-                .run(queue)
-            })
+            .spawn(move || writer_state.run(queue))
             .map_err(|err| Error::config(format!("cannot start the store's writer: {err}")))?;
         Ok(Arc::new(Store {
             path: path.to_owned(),
             writer: Some(writer),
             thread: Some(thread),
             reader: Mutex::new(reader),
+            commits,
             _lock: lock,
         }))
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Transactions committed since the store was opened.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     /// Record a delivery; the answer comes once it is committed (or could not be).
@@ -444,6 +453,7 @@ struct Writer {
     /// besides: a prune counts afresh).
     rows: i64,
     cap: i64,
+    commits: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -520,6 +530,7 @@ impl Writer {
             });
         }
         transaction.commit()?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
         Ok(results)
     }
 }

@@ -301,25 +301,7 @@ fn sigterm_answers_every_delivery_and_a_restart_closes_what_was_left_pending() {
     )]);
     let wait = ("COVERALLS_FINISH_ANSWER_WAIT", "8s");
     let mut receiver = Receiver::in_front_of(&slow, &[state_var, wait]);
-    let answers: Vec<u16> = thread::scope(|scope| {
-        let deliveries: Vec<_> = (0..DELIVERIES)
-            .map(|i| {
-                let receiver = &receiver;
-                scope.spawn(move || {
-                    let body = workflow_event(&format!("e-{i}"), &format!("wf-{i}"), "gh/a/b");
-                    receiver.circleci(SECRET, "workflow-completed", &body).0
-                })
-            })
-            .collect();
-        // Every delivery is in: being closed, or waiting for a place to be.
-        let started = Instant::now();
-        while receiver.in_flight() < DELIVERIES + 1 {
-            assert!(started.elapsed() < Duration::from_secs(10));
-            thread::sleep(Duration::from_millis(20));
-        }
-        signal(&receiver, "-TERM");
-        deliveries.into_iter().map(|d| d.join().unwrap()).collect()
-    });
+    let answers = terminated_with_every_delivery_in_flight(&receiver, DELIVERIES);
     let closed = answers.iter().filter(|s| **s == 200).count();
     let queued = answers.iter().filter(|s| **s == 202).count();
     assert_eq!(
@@ -332,14 +314,11 @@ fn sigterm_answers_every_delivery_and_a_restart_closes_what_was_left_pending() {
         "some were still waiting for a place: {answers:?}"
     );
     assert_eq!(receiver.wait(Duration::from_secs(10)), Some(0));
-    let stopped = receiver.log_line("stopped: every delivery in flight was answered; ");
-    let pending: usize = stopped
-        .split("; ")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no count of pending closes: {stopped}"));
-    assert!(pending > 0 && pending <= queued, "{stopped}");
+    let pending = pending_at_stop(&receiver);
+    assert!(
+        pending > 0 && pending <= queued,
+        "{pending} pending, {queued} queued"
+    );
 
     let fast = Server::start(vec![json(200, CLOSED)]);
     let restarted = Receiver::in_front_of(&fast, &[state_var]);
@@ -363,6 +342,41 @@ fn sigterm_answers_every_delivery_and_a_restart_closes_what_was_left_pending() {
         pending,
         "the pending ones, after the restart"
     );
+}
+
+/// `count` deliveries of new workflows at once, and SIGTERM once every one is in flight
+/// (being closed, or waiting for a place to be): their answers' statuses.
+#[cfg(unix)]
+fn terminated_with_every_delivery_in_flight(receiver: &Receiver, count: u64) -> Vec<u16> {
+    thread::scope(|scope| {
+        let deliveries: Vec<_> = (0..count)
+            .map(|i| {
+                scope.spawn(move || {
+                    let body = workflow_event(&format!("e-{i}"), &format!("wf-{i}"), "gh/a/b");
+                    receiver.circleci(SECRET, "workflow-completed", &body).0
+                })
+            })
+            .collect();
+        let started = Instant::now();
+        while receiver.in_flight() < count + 1 {
+            assert!(started.elapsed() < Duration::from_secs(10));
+            thread::sleep(Duration::from_millis(20));
+        }
+        signal(receiver, "-TERM");
+        deliveries.into_iter().map(|d| d.join().unwrap()).collect()
+    })
+}
+
+/// How many closes the stop line says stay pending.
+#[cfg(unix)]
+fn pending_at_stop(receiver: &Receiver) -> usize {
+    let stopped = receiver.log_line("stopped: every delivery in flight was answered; ");
+    stopped
+        .split("; ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count of pending closes: {stopped}"))
 }
 
 #[test]

@@ -133,6 +133,31 @@ fn deliveries(state: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `deliveries` lists one delivery, failed, for `build`, with `error`; the table says as
+/// much, without the token. Its id.
+fn listed_as_failed(file: &Path, build: &str, error: &str) -> String {
+    let (code, listed, _) = deliveries(file, &["--json"]);
+    assert_eq!(code, 0);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let [row] = listed.as_array().unwrap().as_slice() else {
+        panic!("one delivery: {listed}");
+    };
+    assert_eq!(row["state"], "failed");
+    assert_eq!(row["build"], build);
+    assert_eq!(row["attempts"], 1);
+    let last_error = row["last_error"].as_str().unwrap();
+    assert!(last_error.contains(error), "{last_error}");
+    let (code, table, _) = deliveries(file, &[]);
+    assert_eq!(code, 0);
+    assert!(
+        table.starts_with("id\tsource\tproject\tbuild\tstate"),
+        "{table}"
+    );
+    assert!(table.contains("\tfailed\t1\t"), "{table}");
+    assert!(!table.contains(crate::receiver::REPO_TOKEN), "{table}");
+    row["id"].to_string()
+}
+
 #[test]
 fn a_refusal_is_failed_at_once_listed_and_closed_when_retried() {
     let coveralls = Server::start(vec![
@@ -164,29 +189,7 @@ fn a_refusal_is_failed_at_once_listed_and_closed_when_retried() {
         (Some(0), Some(1))
     );
 
-    let (code, listed, _) = deliveries(&file, &["--json"]);
-    assert_eq!(code, 0);
-    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
-    let [row] = listed.as_array().unwrap().as_slice() else {
-        panic!("one delivery: {listed}");
-    };
-    assert_eq!(row["state"], "failed");
-    assert_eq!(row["build"], "wf-422");
-    assert_eq!(row["attempts"], 1);
-    let error = row["last_error"].as_str().unwrap();
-    assert!(
-        error.contains("No build matching CI build number found"),
-        "{error}"
-    );
-    let (code, table, _) = deliveries(&file, &[]);
-    assert_eq!(code, 0);
-    assert!(
-        table.starts_with("id\tsource\tproject\tbuild\tstate"),
-        "{table}"
-    );
-    assert!(!table.contains(crate::receiver::REPO_TOKEN), "{table}");
-
-    let id = row["id"].to_string();
+    let id = listed_as_failed(&file, "wf-422", "No build matching CI build number found");
     let (code, said, _) = deliveries(&file, &["retry", &id]);
     assert_eq!((code, said.trim()), (0, "1 delivery queued again"));
     assert!(coveralls.wait_for(2, Duration::from_secs(5)), "retried");
