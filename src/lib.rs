@@ -47,7 +47,7 @@ pub fn run(
             ui.result(&format!("coveralls-finish {VERSION}"));
             0
         }
-        Ok(Command::Serve(flags) | Command::Deliveries(flags)) => {
+        Ok(Command::Serve(flags) | Command::Deliveries(flags) | Command::Healthcheck(flags)) => {
             match receiver(&flags, env, &mut ui) {
                 Ok(()) => 0,
                 Err(error) => {
@@ -71,11 +71,13 @@ fn help(cmd: settings::Cmd) -> String {
     text
 }
 
-/// `serve` and `deliveries`: the receiver and the command that reads its store.
+/// `serve`, `deliveries` and `healthcheck`: the receiver, the command that reads its store,
+/// and the one that asks it how it is.
 #[cfg(feature = "serve")]
 fn receiver(flags: &settings::Flags, env: &Env, ui: &mut Reporter<'_>) -> Result<(), error::Error> {
     match flags.cmd {
         settings::Cmd::Deliveries => serve::deliveries(flags, env, ui),
+        settings::Cmd::Healthcheck => serve::healthcheck(flags, env, ui),
         _ => serve::run(flags, env, ui),
     }
 }

@@ -16,6 +16,7 @@ pub enum Cmd {
     Close,
     Serve,
     Deliveries,
+    Healthcheck,
 }
 
 /// One row of [`COMMANDS`]: how a command is selected, and the first and last lines of its
@@ -68,6 +69,16 @@ pub const COMMANDS: &[CommandDef] = &[
         notes: "It reads and writes the state file, not the receiver's port: it works while the\n\
                 receiver runs. `retry` makes one attempt due now; a retried close that fails again\n\
                 is failed again.\n",
+    },
+    CommandDef {
+        cmd: Cmd::Healthcheck,
+        word: Some("healthcheck"),
+        operands: Some("[URL]"),
+        about: "Ask a running receiver whether it is healthy: exit 0 if its /healthz answers 200.",
+        usage: "Usage: coveralls-finish healthcheck [OPTIONS] [URL]",
+        notes: "URL defaults to /healthz at the address the receiver listens on (--listen), on\n\
+                loopback where it listens on every address: a container's HEALTHCHECK needs no\n\
+                shell or curl. Exit 1 when it does not answer 200 within 5 seconds.\n",
     },
 ];
 
@@ -358,7 +369,7 @@ settings! {
                allowed, at most 600",
     }
     Listen {
-        commands: [Serve],
+        commands: [Serve, Healthcheck],
         flag: Some("--listen"),
         takes: Takes::Value("ADDR"),
         vars: [finish_listen],
@@ -506,6 +517,7 @@ pub enum Command {
     Close(Flags),
     Serve(Flags),
     Deliveries(Flags),
+    Healthcheck(Flags),
     Help(Cmd),
     Version,
 }
@@ -553,6 +565,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, Error>
     Ok(match cmd {
         Cmd::Serve => Command::Serve(flags),
         Cmd::Deliveries => Command::Deliveries(flags),
+        Cmd::Healthcheck => Command::Healthcheck(flags),
         Cmd::Close => Command::Close(flags),
     })
 }
@@ -683,7 +696,7 @@ mod tests {
 
     #[test]
     fn every_command_has_one_row_and_a_word_of_its_own() {
-        for cmd in [Cmd::Close, Cmd::Serve, Cmd::Deliveries] {
+        for cmd in [Cmd::Close, Cmd::Serve, Cmd::Deliveries, Cmd::Healthcheck] {
             assert_eq!(COMMANDS.iter().filter(|def| def.cmd == cmd).count(), 1);
             assert_eq!(cmd.def().cmd, cmd);
         }

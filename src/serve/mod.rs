@@ -8,6 +8,7 @@ compile_error!("the receiver (feature `serve`) needs panic = \"unwind\"; see Car
 mod closer;
 mod deliveries;
 mod failpoint;
+mod healthcheck;
 mod http;
 mod intake;
 mod log;
@@ -19,6 +20,7 @@ mod sources;
 mod store;
 
 pub use deliveries::run as deliveries;
+pub use healthcheck::run as healthcheck;
 
 use std::io::Write;
 use std::net::SocketAddr;

@@ -105,3 +105,36 @@ fn a_chunked_body_over_1_mib_is_refused() {
     assert!(answer.head.contains("connection: close"), "{answer:?}");
     assert!(coveralls.requests().is_empty());
 }
+
+#[test]
+fn healthcheck_asks_a_running_receiver_and_fails_where_none_answers() {
+    let (_coveralls, receiver) = closing();
+    let healthcheck = |args: &[&str], env: &[(&str, &str)]| {
+        let output = crate::support::binary()
+            .arg("healthcheck")
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        (output.status.code(), said)
+    };
+    let url = format!("{}/healthz", receiver.url);
+    let (code, said) = healthcheck(&[&url], &[]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains(r#""ok":true"#), "{said}");
+    let listen = receiver.url.trim_start_matches("http://").to_owned();
+    let port = listen.rsplit_once(':').unwrap().1;
+    let every_address = format!("0.0.0.0:{port}");
+    let (code, said) = healthcheck(&[], &[("COVERALLS_FINISH_LISTEN", &every_address)]);
+    assert_eq!(
+        code,
+        Some(0),
+        "from the listen address, on loopback: {said}"
+    );
+    let nowhere = format!("{}/healthz", crate::support::refused_url());
+    let (code, said) = healthcheck(&[&nowhere], &[]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains(&nowhere), "{said}");
+}
