@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::checks::{self, Checks};
 use crate::ci::{self, Detected, HeadFrom};
 use crate::client::{Build, Coveralls};
-use crate::commit::{self, Head};
+use crate::commit::{self, Git, Head};
 use crate::env::Env;
 use crate::error::Error;
 use crate::event::{self, Event};
@@ -18,10 +18,12 @@ const OVERRIDES: Fields<Option<Key>> = Fields {
     service_name: Some(Key::ServiceName),
     number: Some(Key::BuildNumber),
     job_id: Some(Key::JobId),
+    job_number: Some(Key::JobNumber),
     branch: Some(Key::Branch),
     pull_request: Some(Key::PullRequest),
     commit: Some(Key::Commit),
     repo_name: Some(Key::RepoName),
+    event_type: Some(Key::EventType),
     ..Fields::splat(None)
 };
 
@@ -143,11 +145,11 @@ pub fn load(env: &Env, flags: &Flags) -> Result<Config, Error> {
         _ => None,
     };
     let (number, number_from) = build_number(&sources, &detected)?;
-    let mut sent = overridden(&sources, &detected);
-    let head = head(env, &detected, &mut sent.commit, event.as_ref(), &mut notes)?;
+    let sent = overridden(&sources, &detected);
+    let git = git(env, &detected, &sent, event.as_ref(), &mut notes)?;
     let mut build = Build::new(number, number_from, sent);
     build.carryforward = carryforward;
-    build.head = head;
+    build.git = git;
     Ok(Config {
         token,
         coveralls,
@@ -242,38 +244,79 @@ fn overridden(sources: &Values, detected: &Detected) -> Fields<Option<String>> {
     found.map(|(found, key)| given(key).or(found.map(|found| found.value)))
 }
 
-/// The head commit's details: the CI's variables, else GitHub's event, else `git log` (which
-/// may tell the commit too, where nothing else did).
-fn head(
+/// `git`, as coverage-reporter's `Git.info`: the branch sent, else `GIT_BRANCH`, else git's;
+/// the commit sent, else `CI_COMMIT_ID` or `GIT_ID`, else git's.
+fn git(
     env: &Env,
     detected: &Detected,
-    commit: &mut Option<String>,
+    sent: &Fields<Option<String>>,
     event: Option<&Event>,
     notes: &mut Vec<String>,
-) -> Result<Head, Error> {
-    let head = commit::from_variables(env, detected.head_from())?;
-    if !head.is_empty() {
-        notes.push("head commit: from the CI's variables".to_owned());
-        return Ok(head);
+) -> Result<Git, Error> {
+    let mut head = commit::from_variables(env, detected.head_from())?;
+    if let Some(commit) = &sent.commit {
+        head.id = Some(commit.clone());
     }
-    if let (Some(event), Some(id)) = (event, commit.as_deref()) {
+    let branch = match (&sent.branch, env.first_text(&["GIT_BRANCH"])?) {
+        (Some(branch), _) => Some(branch.clone()),
+        (None, Some(branch)) => {
+            notes.push("git.branch: from GIT_BRANCH".to_owned());
+            Some(branch)
+        }
+        (None, None) => match commit::branch_from_git(env) {
+            Ok(branch) => {
+                notes.push("git.branch: from git".to_owned());
+                Some(branch)
+            }
+            Err(why) => {
+                notes.push(format!("git.branch: none ({why})"));
+                None
+            }
+        },
+    };
+    Ok(Git {
+        branch,
+        head: head_details(env, head, event, notes),
+    })
+}
+
+/// The head commit's details: the CI's variables, else GitHub's event, else `git log` (which
+/// may tell the commit's id too, where nothing else did).
+fn head_details(env: &Env, head: Head, event: Option<&Event>, notes: &mut Vec<String>) -> Head {
+    let mut head = head;
+    if !head.has_no_details() {
+        notes.push("head commit: from the CI's variables".to_owned());
+    } else if let (Some(event), Some(id)) = (event, head.id.as_deref()) {
         match commit::from_github_event(event, id) {
-            Some(head) => {
+            Some(from_event) => {
                 notes.push("head commit: from GitHub's event payload".to_owned());
-                return Ok(head);
+                head = from_event;
             }
             None => notes.push(format!("GitHub's event is not a push of {id}")),
         }
     }
-    match commit::from_git_log(commit.as_deref(), env) {
-        Ok((id, head)) => {
+    if head.id.is_some() && !head.has_no_details() {
+        return head;
+    }
+    match commit::from_git_log(head.id.as_deref(), env) {
+        Ok(logged) if head.has_no_details() => {
             notes.push("head commit: from git log".to_owned());
-            commit.get_or_insert(id);
-            Ok(head)
+            Head {
+                id: head.id.or(logged.id),
+                ..logged
+            }
         }
+        Ok(logged) => Head {
+            id: logged.id,
+            ..head
+        },
         Err(why) => {
-            notes.push(format!("head commit: no details ({why})"));
-            Ok(Head::default())
+            let missing = match head.has_no_details() {
+                true => "no details",
+                false => "no id",
+            };
+            notes.push(format!("head commit: {missing} ({why})"));
+            head
         }
     }
 }
@@ -389,6 +432,7 @@ mod tests {
 
     #[test]
     fn flag_beats_variable_beats_detection() {
+        // COVERALLS_BUILD_NUMBER is read by no reporter, so it is not read here either.
         let env = [
             ("GITHUB_ACTIONS", "true"),
             ("GITHUB_RUN_ID", "100"),
@@ -397,19 +441,20 @@ mod tests {
         let cfg = load_with(&env, &[]).unwrap();
         assert_eq!(
             (cfg.build.number(), cfg.build.number_from.as_str()),
-            ("300", "COVERALLS_BUILD_NUMBER")
+            ("100", "GITHUB_RUN_ID, GitHub Actions")
         );
         let mut env = env.to_vec();
         env.push(("COVERALLS_SERVICE_NUMBER", "200"));
         let cfg = load_with(&env, &[]).unwrap();
-        assert_eq!(cfg.build.number(), "200");
+        assert_eq!(
+            (cfg.build.number(), cfg.build.number_from.as_str()),
+            ("200", "COVERALLS_SERVICE_NUMBER")
+        );
         let cfg = load_with(&env, &["--build-number", "400"]).unwrap();
         assert_eq!(
             (cfg.build.number(), cfg.build.number_from.as_str()),
             ("400", "--build-number")
         );
-        let cfg = load_with(&env[..2], &[]).unwrap();
-        assert_eq!(cfg.build.number_from, "GITHUB_RUN_ID, GitHub Actions");
     }
 
     #[test]

@@ -215,7 +215,7 @@ settings! {
         commands: [Close],
         flag: Some("--build-number"),
         takes: Takes::Value("N"),
-        vars: [service_number, build_number],
+        vars: [service_number],
         default: Default::None("detected from the CI"),
         input: Some("build-number"),
         help: "the build number the parallel uploads used, overriding detection",
@@ -273,6 +273,24 @@ settings! {
         default: Default::None("detected from the CI"),
         input: Some("job-id"),
         help: "the job sent as `service_job_id`",
+    }
+    JobNumber {
+        commands: [Close],
+        flag: Some("--job-number"),
+        takes: Takes::Value("N"),
+        vars: [service_job_number],
+        default: Default::None("detected from the CI"),
+        input: None,
+        help: "the job's number, sent as `service_job_number`",
+    }
+    EventType {
+        commands: [Close],
+        flag: Some("--event-type"),
+        takes: Takes::Value("TYPE"),
+        vars: [event_type],
+        default: Default::None("`manual` with `COVERALLS_RUN_LOCALLY`, else none"),
+        input: None,
+        help: "what started the build, sent as `service_event_type`",
     }
     RequireToken {
         commands: [Close],
@@ -749,7 +767,7 @@ mod tests {
     #[test]
     fn a_flag_beats_its_variables_which_beat_the_default() {
         let env = Env::from_pairs([
-            ("COVERALLS_BUILD_NUMBER", "alias"),
+            ("COVERALLS_CARRYFORWARD", "alias"),
             ("COVERALLS_RETRIES", "3"),
         ]);
         let Command::Close(flags) = parse_args(&["--timeout", "9"]).unwrap() else {
@@ -758,8 +776,8 @@ mod tests {
         let sources = Values::read(&env, &flags).unwrap();
         let from = |key| sources.get(key).map(|g| (g.value, g.from));
         assert_eq!(
-            from(Key::BuildNumber),
-            Some(("alias", "COVERALLS_BUILD_NUMBER"))
+            from(Key::Carryforward),
+            Some(("alias", "COVERALLS_CARRYFORWARD"))
         );
         assert_eq!(from(Key::Retries), Some(("3", "COVERALLS_RETRIES")));
         assert_eq!(from(Key::Timeout), Some(("9", "--timeout")));
@@ -767,7 +785,7 @@ mod tests {
             from(Key::Endpoint),
             Some(("https://coveralls.io", "the default"))
         );
-        assert_eq!(from(Key::Carryforward), None);
+        assert_eq!(from(Key::BuildNumber), None);
     }
 
     #[test]
