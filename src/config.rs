@@ -7,6 +7,7 @@ use crate::checks::{self, Checks};
 use crate::ci::{self, Detected, HeadFrom};
 use crate::client::{Build, Coveralls};
 use crate::commit::{self, Git, Head};
+use crate::coveralls_yml::{self, CoverallsYml};
 use crate::env::Env;
 use crate::error::Error;
 use crate::event::{self, Event};
@@ -55,6 +56,8 @@ impl std::fmt::Debug for Secret {
 #[derive(Debug)]
 pub struct Config {
     pub token: Option<Secret>,
+    /// The token came from the config file, so it was not masked with the environment's.
+    pub token_in_file: bool,
     pub coveralls: Coveralls,
     pub build: Build,
     /// The CI detected, if any.
@@ -130,14 +133,18 @@ fn shared_from(sources: &Values) -> Result<Shared, Error> {
 
 pub fn load(env: &Env, flags: &Flags) -> Result<Config, Error> {
     let sources = Values::read(env, flags)?;
+    let path = sources.get(Key::ConfigPath).expect("a default");
+    let file = coveralls_yml::read(path.value.trim(), sources.given(Key::ConfigPath).is_some())?;
+    let mut notes = Vec::new();
     // Debug is read, and checked, by `early`, which decides how everything is reported.
+    let mut shared = shared_from(&sources)?;
+    let token_in_file = under_the_environment(&file, &sources, &mut shared, &mut notes)?;
     let Shared {
         token,
         coveralls,
         carryforward,
-    } = shared_from(&sources)?;
+    } = shared;
     let detected = ci::detect(env)?;
-    let mut notes = Vec::new();
     let event = match (detected.head_from(), env.get("GITHUB_EVENT_PATH")?) {
         (Some(HeadFrom::GitHubEvent), Some(path)) => event::read(path)
             .map_err(|why| notes.push(format!("GitHub's event skipped: {why}")))
@@ -145,13 +152,14 @@ pub fn load(env: &Env, flags: &Flags) -> Result<Config, Error> {
         _ => None,
     };
     let (number, number_from) = build_number(&sources, &detected)?;
-    let sent = overridden(&sources, &detected);
+    let sent = overridden(&sources, &file, &detected, &mut notes);
     let git = git(env, &detected, &sent, event.as_ref(), &mut notes)?;
     let mut build = Build::new(number, number_from, sent);
     build.carryforward = carryforward;
     build.git = git;
     Ok(Config {
         token,
+        token_in_file,
         coveralls,
         build,
         ci: detected.name(),
@@ -234,11 +242,51 @@ fn build_number(sources: &Values, detected: &Detected) -> Result<(String, String
     }
 }
 
-/// What the CI tells, with the user's overrides applied: a value given (not blank) wins.
-fn overridden(sources: &Values, detected: &Detected) -> Fields<Option<String>> {
-    let given = |key: Option<Key>| {
-        let given = sources.given(key?)?.value.trim();
-        (!given.is_empty()).then(|| given.to_owned())
+/// The config file's token, endpoint and carryforward flags where none is given, as
+/// coverage-reporter reads them; whether the token is the file's.
+fn under_the_environment(
+    file: &CoverallsYml,
+    sources: &Values,
+    shared: &mut Shared,
+    notes: &mut Vec<String>,
+) -> Result<bool, Error> {
+    let mut from_file = |key| {
+        let (name, value) = file.get(key).filter(|_| sources.given(key).is_none())?;
+        notes.push(format!("{name}: from {}", file.path));
+        Some((name, value))
+    };
+    let token_in_file = shared.token.is_none() && from_file(Key::RepoToken).is_some();
+    if token_in_file {
+        let (_, token) = file.get(Key::RepoToken).expect("just found");
+        shared.token = Some(Secret::new(token));
+    }
+    if let Some((from, value)) = from_file(Key::Endpoint) {
+        let given = Given { value, from };
+        shared.coveralls.endpoint = parse_endpoint(&given).map_err(|e| e.context(&file.path))?;
+    }
+    if let Some((_, flags)) = from_file(Key::Carryforward) {
+        shared.carryforward = split_flags(flags);
+    }
+    Ok(token_in_file)
+}
+
+/// What the CI tells, with the user's overrides applied: a value given (not blank) wins, then
+/// the config file's, where coverage-reporter reads it there (`service_name`, `repo_name`).
+fn overridden(
+    sources: &Values,
+    file: &CoverallsYml,
+    detected: &Detected,
+    notes: &mut Vec<String>,
+) -> Fields<Option<String>> {
+    let mut given = |key: Option<Key>| {
+        let key = key?;
+        let given = sources.given(key).map(|given| given.value.trim());
+        if let Some(given) = given.filter(|given| !given.is_empty()) {
+            return Some(given.to_owned());
+        }
+        let (name, value) = file.get(key)?;
+        notes.push(format!("{name}: from {}", file.path));
+        Some(value.to_owned())
     };
     let found = detected.found.clone().zip(OVERRIDES);
     found.map(|(found, key)| given(key).or(found.map(|found| found.value)))

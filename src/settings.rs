@@ -277,6 +277,17 @@ settings! {
         input: None,
         help: "what started the build, sent as `service_event_type`",
     }
+    ConfigPath {
+        commands: [Close],
+        flag: Some("--config-path"),
+        takes: Takes::Value("FILE"),
+        vars: [],
+        default: Default::Value(".coveralls.yml"),
+        input: None,
+        help: "coverage-reporter's YAML settings: its `repo_token` (or `repo_secret_token`), \
+               `service_name`, `repo_name`, `endpoint` and `carryforward`, each under the \
+               environment; a missing file is no error unless named here",
+    }
     RequireToken {
         commands: [Close],
         flag: Some("--require-token"),
