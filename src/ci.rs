@@ -8,7 +8,7 @@ use crate::env::Env;
 use crate::error::Error;
 use crate::fields::Fields;
 
-use Read::{First, Nothing, PullRef, TrailingNumber, Unless, Value, Var, VarOr, With};
+use Read::{First, Format, Nothing, TrailingNumber, Unless, Value, Var, VarOr, With};
 
 /// How a CI is recognised.
 enum Detect {
@@ -27,17 +27,19 @@ enum Read {
     Value(&'static str),
     /// This variable.
     Var(&'static str),
-    /// The first of these variables that is set.
+    /// The first of these variables that is set (Crystal's `ENV["A"]? || ENV["B"]?`).
     First(&'static [&'static str]),
     /// This variable, else this value.
     VarOr(&'static str, &'static str),
-    /// The number at the end of this variable's value (the URL of a pull request).
+    /// The number at the very end of this variable's value (`[/(\d+)$/, 1]`: a pull
+    /// request's URL).
     TrailingNumber(&'static str),
     /// This variable, unless it holds this value (Travis CI says `false` for no pull request).
     Unless(&'static str, &'static str),
-    /// `N` of `refs/pull/N/merge` in this variable (GitHub's `GITHUB_REF`).
-    PullRef(&'static str),
-    /// Worked out by a function beside its row, from several variables.
+    /// Text with `{VARIABLE}`s in it (a URL the reporter builds, `"#{ENV["X"]?}/jobs"`);
+    /// nothing unless every variable in it is set.
+    Format(&'static str),
+    /// Worked out by a function beside its row.
     With(fn(&Env) -> Result<Option<String>, Error>),
 }
 
@@ -71,9 +73,9 @@ const ROW: Ci = Ci {
     head: HeadFrom::Variables,
 };
 
-/// coverage-reporter's generic CI (`ci/generic.cr`), and the commit as this tool read it
-/// before: read under every row where the row itself finds nothing, and the row used where
-/// no CI of [`TABLE`] is detected.
+/// coverage-reporter's generic CI (`ci/generic.cr`): read under every row where the row
+/// itself finds nothing, and where no CI is detected at all; named as the CI where no row of
+/// [`TABLE`] is detected but its variables are there.
 const GENERIC: Ci = Ci {
     name: "a generic CI (CI_NAME)",
     detect: Detect::AnySet(&["CI_NAME", "CI_BUILD_NUMBER"]),
@@ -82,17 +84,20 @@ const GENERIC: Ci = Ci {
         number: Var("CI_BUILD_NUMBER"),
         job_id: Var("CI_JOB_ID"),
         build_url: Var("CI_BUILD_URL"),
+        job_url: Var("CI_JOB_URL"),
         branch: Var("CI_BRANCH"),
         pull_request: TrailingNumber("CI_PULL_REQUEST"),
-        commit: First(&["CI_COMMIT", "CI_COMMIT_ID", "GIT_ID"]),
         ..NONE
     },
     ..ROW
 };
 
-/// First match wins; [`GENERIC`] only where none does. `CIRCLE_BUILD_NUM` is a job number, not a workflow's: using it would
-/// split the build, so CircleCI reads the workflow id like every reporter does.
+/// coverage-reporter's `CI_OPTIONS`, in its order (first match wins), each row as its
+/// `ci/<name>.cr` reads; then the CIs it does not know, which this tool recognises only to
+/// name them in errors. [`GENERIC`] lies under all of them.
 const TABLE: &[Ci] = &[
+    // circle_ci.cr. CIRCLE_BUILD_NUM is a job's number, not the workflow's: the build number
+    // is the workflow id, and the job number goes as service_job_number.
     Ci {
         name: "CircleCI",
         detect: Detect::AnySet(&["CIRCLECI"]),
@@ -101,13 +106,15 @@ const TABLE: &[Ci] = &[
             number: Var("CIRCLE_WORKFLOW_ID"),
             build_url: Var("CIRCLE_BUILD_URL"),
             pull_request: TrailingNumber("CI_PULL_REQUEST"),
-            job_id: Var("CIRCLE_BUILD_NUM"),
+            job_number: Var("CIRCLE_BUILD_NUM"),
+            job_url: Var("CIRCLE_BUILD_URL"),
             branch: Var("CIRCLE_BRANCH"),
             commit: Var("CIRCLE_SHA1"),
             ..NONE
         },
         ..ROW
     },
+    // github.cr
     Ci {
         name: "GitHub Actions",
         detect: Detect::AnySet(&["GITHUB_ACTIONS"]),
@@ -117,22 +124,25 @@ const TABLE: &[Ci] = &[
             number: Var("GITHUB_RUN_ID"),
             job_id: Var("GITHUB_JOB"),
             branch: First(&["GITHUB_HEAD_REF", "GITHUB_REF_NAME"]),
-            build_url: With(github_run_url),
-            pull_request: PullRef("GITHUB_REF"),
+            build_url: Format(GITHUB_RUN_URL),
+            job_url: Format(GITHUB_RUN_URL),
+            pull_request: With(github_pull_request),
             attempt: Var("GITHUB_RUN_ATTEMPT"),
             commit: Var("GITHUB_SHA"),
             ..NONE
         },
         head: HeadFrom::GitHubEvent,
     },
+    // gitlab.cr
     Ci {
         name: "GitLab CI",
         detect: Detect::AnySet(&["GITLAB_CI"]),
         read: Fields {
             service_name: Value("gitlab-ci"),
             number: Var("CI_PIPELINE_IID"),
-            build_url: Var("CI_PIPELINE_URL"),
+            build_url: First(&["CI_PIPELINE_URL", "CI_JOB_URL"]),
             job_id: Var("CI_JOB_NAME"),
+            job_url: Var("CI_JOB_URL"),
             pull_request: Var("CI_MERGE_REQUEST_IID"),
             branch: Var("CI_COMMIT_REF_NAME"),
             commit: Var("CI_COMMIT_SHA"),
@@ -140,6 +150,7 @@ const TABLE: &[Ci] = &[
         },
         head: HeadFrom::GitLab,
     },
+    // travis.cr
     Ci {
         name: "Travis CI",
         detect: Detect::AnySet(&["TRAVIS"]),
@@ -150,11 +161,11 @@ const TABLE: &[Ci] = &[
             job_id: Var("TRAVIS_JOB_NUMBER"),
             build_url: Var("TRAVIS_BUILD_WEB_URL"),
             pull_request: Unless("TRAVIS_PULL_REQUEST", "false"),
-            commit: Var("TRAVIS_COMMIT"),
             ..NONE
         },
         ..ROW
     },
+    // semaphore.cr
     Ci {
         name: "Semaphore",
         detect: Detect::AnySet(&["SEMAPHORE"]),
@@ -165,10 +176,13 @@ const TABLE: &[Ci] = &[
             branch: Var("SEMAPHORE_GIT_WORKING_BRANCH"),
             pull_request: Var("SEMAPHORE_GIT_PR_NUMBER"),
             commit: Var("SEMAPHORE_GIT_SHA"),
+            build_url: Format("{SEMAPHORE_ORGANIZATION_URL}/workflows/{SEMAPHORE_WORKFLOW_ID}"),
+            job_url: Format("{SEMAPHORE_ORGANIZATION_URL}/jobs/{SEMAPHORE_JOB_ID}"),
             ..NONE
         },
         ..ROW
     },
+    // jenkins.cr
     Ci {
         name: "Jenkins",
         detect: Detect::AnySet(&["JENKINS_URL", "JENKINS_HOME"]),
@@ -178,27 +192,187 @@ const TABLE: &[Ci] = &[
             job_id: Var("BUILD_ID"),
             branch: First(&["BRANCH_NAME", "CHANGE_BRANCH"]),
             build_url: Var("BUILD_URL"),
-            pull_request: Var("CHANGE_ID"),
-            commit: Var("GIT_COMMIT"),
+            job_url: Var("BUILD_URL"),
+            pull_request: First(&["CHANGE_ID", "ghprbPullId"]),
             ..NONE
         },
         ..ROW
     },
+    // appveyor.cr
     Ci {
         name: "AppVeyor",
         detect: Detect::AnySet(&["APPVEYOR"]),
         read: Fields {
             service_name: Value("appveyor"),
             number: Var("APPVEYOR_BUILD_VERSION"),
+            job_number: Var("APPVEYOR_BUILD_NUMBER"),
             job_id: Var("APPVEYOR_BUILD_ID"),
             branch: Var("APPVEYOR_REPO_BRANCH"),
-            pull_request: Var("APPVEYOR_PULL_REQUEST_NUMBER"),
             commit: Var("APPVEYOR_REPO_COMMIT"),
+            build_url: Format(
+                "https://ci.appveyor.com/project/{APPVEYOR_REPO_NAME}/build/{APPVEYOR_BUILD_VERSION}",
+            ),
             ..NONE
         },
         ..ROW
     },
-    // The generic variables are Magnum CI's own: all but its name come from the base.
+    // tddium.cr: Tddium, later Solano CI.
+    Ci {
+        name: "Tddium",
+        detect: Detect::AnySet(&["TDDIUM"]),
+        read: Fields {
+            service_name: Value("tddium"),
+            number: Var("TDDIUM_SESSION_ID"),
+            job_id: Var("TDDIUM_TID"),
+            pull_request: Var("TDDIUM_PR_ID"),
+            branch: Var("TDDIUM_CURRENT_BRANCH"),
+            build_url: Format("https://ci.solanolabs.com/reports/{TDDIUM_SESSION_ID}"),
+            ..NONE
+        },
+        ..ROW
+    },
+    // azure.cr: no build number of its own.
+    Ci {
+        name: "Azure Pipelines",
+        detect: Detect::AnySet(&["TF_BUILD"]),
+        read: Fields {
+            service_name: Value("Azure Pipelines"),
+            job_id: Var("BUILD_BUILDID"),
+            pull_request: Var("SYSTEM_PULLREQUEST_PULLREQUESTNUMBER"),
+            branch: Var("BUILD_SOURCEBRANCHNAME"),
+            commit: Var("BUILD_SOURCEVERSION"),
+            ..NONE
+        },
+        ..ROW
+    },
+    // buildkite.cr: no build number of its own. Buildkite says `false` for no pull request,
+    // which is no pull request's number (README: where this tool differs).
+    Ci {
+        name: "Buildkite",
+        detect: Detect::AnySet(&["BUILDKITE"]),
+        read: Fields {
+            service_name: Value("buildkite"),
+            job_number: Var("BUILDKITE_BUILD_NUMBER"),
+            job_id: Var("BUILDKITE_BUILD_ID"),
+            pull_request: Unless("BUILDKITE_PULL_REQUEST", "false"),
+            branch: Var("BUILDKITE_BRANCH"),
+            commit: Var("BUILDKITE_COMMIT"),
+            ..NONE
+        },
+        ..ROW
+    },
+    // codefresh.cr: no build number of its own.
+    Ci {
+        name: "Codefresh",
+        detect: Detect::AnySet(&["CF_BRANCH"]),
+        read: Fields {
+            service_name: Value("Codefresh"),
+            job_id: Var("CF_BUILD_ID"),
+            pull_request: Var("CF_PULL_REQUEST_NUMBER"),
+            branch: Var("CF_BRANCH"),
+            commit: Var("CF_REVISION"),
+            ..NONE
+        },
+        ..ROW
+    },
+    // codeship.cr: its build number is the generic CI_BUILD_NUMBER, its job id too.
+    Ci {
+        name: "Codeship",
+        detect: Detect::Equals("CI_NAME", "codeship"),
+        read: Fields {
+            service_name: Value("codeship"),
+            job_id: Var("CI_BUILD_NUMBER"),
+            branch: Var("CI_BRANCH"),
+            commit: Var("CI_COMMIT_ID"),
+            ..NONE
+        },
+        ..ROW
+    },
+    // surf.cr
+    Ci {
+        name: "Surf",
+        detect: Detect::AnySet(&["SURF_SHA1"]),
+        read: Fields {
+            service_name: Value("surf"),
+            branch: Var("SURF_REF"),
+            commit: Var("SURF_SHA1"),
+            ..NONE
+        },
+        ..ROW
+    },
+    // wercker.cr
+    Ci {
+        name: "Wercker",
+        detect: Detect::AnySet(&["WERCKER"]),
+        read: Fields {
+            service_name: Value("wercker"),
+            job_id: Var("WERCKER_BUILD_ID"),
+            branch: Var("WERCKER_GIT_BRANCH"),
+            commit: Var("WERCKER_GIT_COMMIT"),
+            ..NONE
+        },
+        ..ROW
+    },
+    // drone.cr: no build number of its own (DRONE_BUILD_NUMBER is sent as the job's id).
+    Ci {
+        name: "Drone",
+        detect: Detect::AnySet(&["DRONE"]),
+        read: Fields {
+            service_name: Value("drone"),
+            job_id: Var("DRONE_BUILD_NUMBER"),
+            pull_request: Var("DRONE_PULL_REQUEST"),
+            branch: Var("DRONE_BRANCH"),
+            commit: Var("DRONE_COMMIT"),
+            ..NONE
+        },
+        ..ROW
+    },
+    // xcode_cloud.cr
+    Ci {
+        name: "Xcode Cloud",
+        detect: Detect::AnySet(&["CI_XCODE_PROJECT"]),
+        read: Fields {
+            service_name: Value("xcode-cloud"),
+            number: Var("CI_BUILD_NUMBER"),
+            commit: Var("CI_COMMIT"),
+            branch: First(&["CI_PULL_REQUEST_SOURCE_BRANCH", "CI_BRANCH"]),
+            pull_request: Var("CI_PULL_REQUEST_NUMBER"),
+            ..NONE
+        },
+        ..ROW
+    },
+    // rwx.cr
+    Ci {
+        name: "RWX",
+        detect: Detect::AnySet(&["RWX"]),
+        read: Fields {
+            service_name: Value("rwx"),
+            repo_name: Var("RWX_GIT_REPOSITORY_NAME"),
+            number: Var("RWX_RUN_ID"),
+            job_id: Var("RWX_TASK_ID"),
+            branch: Var("RWX_GIT_REF_NAME"),
+            build_url: Var("RWX_RUN_URL"),
+            job_url: Var("RWX_TASK_URL"),
+            attempt: Var("RWX_TASK_ATTEMPT_NUMBER"),
+            commit: Var("RWX_GIT_COMMIT_SHA"),
+            ..NONE
+        },
+        ..ROW
+    },
+    // local.cr: a run on a developer's machine.
+    Ci {
+        name: "a local run (COVERALLS_RUN_LOCALLY)",
+        detect: Detect::AnySet(&["COVERALLS_RUN_LOCALLY"]),
+        read: Fields {
+            service_name: Value("coveralls-universal"),
+            event_type: Value("manual"),
+            ..NONE
+        },
+        ..ROW
+    },
+    // Not coverage-reporter's: Magnum CI sets the generic variables, and this tool's receiver
+    // takes its hooks. Its name is CI_NAME's, as the uploads send it, else `magnum` (which
+    // the receiver sends for its hooks too).
     Ci {
         name: "Magnum CI",
         detect: Detect::Equals("MAGNUM", "true"),
@@ -209,76 +383,35 @@ const TABLE: &[Ci] = &[
         },
         ..ROW
     },
-    // These set no build number that the reporters use: the user has to give one.
-    Ci {
-        name: "Buildkite",
-        detect: Detect::AnySet(&["BUILDKITE"]),
-        read: Fields {
-            service_name: Value("buildkite"),
-            ..NONE
-        },
-        ..ROW
-    },
-    Ci {
-        name: "Drone",
-        detect: Detect::AnySet(&["DRONE"]),
-        read: Fields {
-            service_name: Value("drone"),
-            ..NONE
-        },
-        ..ROW
-    },
-    Ci {
-        name: "Azure Pipelines",
-        detect: Detect::AnySet(&["TF_BUILD"]),
-        read: Fields {
-            service_name: Value("azure-pipelines"),
-            ..NONE
-        },
-        ..ROW
-    },
-    Ci {
-        name: "Codefresh",
-        detect: Detect::AnySet(&["CF_BUILD_ID"]),
-        read: Fields {
-            service_name: Value("codefresh"),
-            ..NONE
-        },
-        ..ROW
-    },
+    // Not coverage-reporter's either: its uploads send nothing of these but the generic
+    // variables, so neither does the close; they are named so that errors can say which CI
+    // this is, and that it sets no build number.
     Ci {
         name: "Bitrise",
         detect: Detect::AnySet(&["BITRISE_IO"]),
-        read: Fields {
-            service_name: Value("bitrise"),
-            ..NONE
-        },
         ..ROW
     },
     Ci {
         name: "TeamCity",
         detect: Detect::AnySet(&["TEAMCITY_VERSION"]),
-        read: Fields {
-            service_name: Value("teamcity"),
-            ..NONE
-        },
         ..ROW
     },
 ];
 
-/// GitHub Actions' `service_build_url`, the run's page:
-/// `$GITHUB_SERVER_URL/$GITHUB_REPOSITORY/actions/runs/$GITHUB_RUN_ID`.
-fn github_run_url(env: &Env) -> Result<Option<String>, Error> {
-    let server = var(env, "GITHUB_SERVER_URL")?;
-    let repository = var(env, "GITHUB_REPOSITORY")?;
-    let run = var(env, "GITHUB_RUN_ID")?;
-    Ok(match (server, repository, run) {
-        (Some(server), Some(repository), Some(run)) => Some(format!(
-            "{}/{repository}/actions/runs/{run}",
-            server.trim_end_matches('/')
-        )),
-        _ => None,
-    })
+/// GitHub Actions' run page, its `service_build_url` and `service_job_url`.
+const GITHUB_RUN_URL: &str = "{GITHUB_SERVER_URL}/{GITHUB_REPOSITORY}/actions/runs/{GITHUB_RUN_ID}";
+
+/// GitHub Actions' pull request: `N` of `refs/pull/N` in `GITHUB_REF`
+/// (`/refs\/pull\/(\d+)/.match(ENV["GITHUB_REF"]?)`).
+fn github_pull_request(env: &Env) -> Result<Option<String>, Error> {
+    let Some(reference) = var(env, "GITHUB_REF")? else {
+        return Ok(None);
+    };
+    let Some((_, after)) = reference.split_once("refs/pull/") else {
+        return Ok(None);
+    };
+    let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    Ok((digits > 0).then(|| after[..digits].to_owned()))
 }
 
 impl Ci {
@@ -323,24 +456,20 @@ pub struct Detected {
 }
 
 /// The first CI in the table whose variables are present (else the generic CI, if its are),
-/// and what it tells, with the generic CI's variables where it tells nothing.
+/// and what it tells, with the generic CI's variables where it tells nothing: those are read
+/// even where no CI is detected, as coverage-reporter merges them under whatever it finds.
 pub fn detect(env: &Env) -> Result<Detected, Error> {
     let detected = TABLE.iter().find(|ci| ci.matches(env));
-    let Some(ci) = detected.or_else(|| GENERIC.matches(env).then_some(&GENERIC)) else {
-        return Ok(Detected::default());
-    };
+    let ci = detected.or_else(|| GENERIC.matches(env).then_some(&GENERIC));
     // Under the generic CI itself, the base reads the same variables again, to no effect.
-    let found = ci
-        .read
+    let own = ci.map_or(NONE, |ci| ci.read);
+    let found = own
         .zip(GENERIC.read)
         .try_map(|(own, generic)| match own.read(env)? {
             Some(found) => Ok(Some(found)),
             None => generic.read(env),
         })?;
-    Ok(Detected {
-        ci: Some(ci),
-        found,
-    })
+    Ok(Detected { ci, found })
 }
 
 /// Every CI's name, the generic one last.
@@ -378,7 +507,7 @@ impl Read {
             VarOr(name, value) => found(env, name)?.or_else(|| Some(Found::fixed(value))),
             TrailingNumber(name) => found(env, name)?.and_then(|url| url.part(trailing_number)),
             Unless(name, none) => found(env, name)?.filter(|found| found.value != none),
-            PullRef(name) => found(env, name)?.and_then(|r| r.part(pull_number)),
+            Format(text) => format(env, text)?.map(|value| Found { value, from: None }),
             With(read) => read(env)?.map(|value| Found { value, from: None }),
         })
     }
@@ -388,28 +517,41 @@ impl Read {
         match self {
             Nothing | Value(_) | With(_) => Vec::new(),
             First(names) => names.to_vec(),
-            Var(name) | VarOr(name, _) | TrailingNumber(name) | Unless(name, _) | PullRef(name) => {
-                vec![name]
-            }
+            Var(name) | VarOr(name, _) | TrailingNumber(name) | Unless(name, _) => vec![name],
+            Format(text) => placeholders(text).map(|(_, name)| name).collect(),
         }
     }
 }
 
-/// `42` of `https://github.com/octo/cat/pull/42`.
-fn trailing_number(url: &str) -> Option<String> {
-    let digits: String = url
-        .trim_end_matches('/')
-        .chars()
-        .rev()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    (!digits.is_empty()).then(|| digits.chars().rev().collect())
+/// `text` with each `{VARIABLE}` in it replaced by its value; `None` if one is not set.
+fn format(env: &Env, text: &str) -> Result<Option<String>, Error> {
+    let mut formatted = String::new();
+    let mut rest = text;
+    for (before, name) in placeholders(text) {
+        let Some(value) = var(env, name)? else {
+            return Ok(None);
+        };
+        formatted = formatted + before + &value;
+        rest = &rest[before.len() + name.len() + 2..];
+    }
+    Ok(Some(formatted + rest))
 }
 
-/// `42` of `refs/pull/42/merge`.
-fn pull_number(reference: &str) -> Option<String> {
-    let number = reference.strip_prefix("refs/pull/")?.split('/').next()?;
-    (!number.is_empty() && number.chars().all(|c| c.is_ascii_digit())).then(|| number.to_owned())
+/// Each `{VARIABLE}` of `text`, with the text before it (since the one before).
+fn placeholders(text: &str) -> impl Iterator<Item = (&str, &str)> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        let (before, after) = rest.split_once('{')?;
+        let (name, after) = after.split_once('}').expect("each { closed by a }");
+        rest = after;
+        Some((before, name))
+    })
+}
+
+/// `42` of `https://github.com/octo/cat/pull/42`; nothing of `…/pull/42/`.
+fn trailing_number(url: &str) -> Option<String> {
+    let digits = url.len() - url.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    (digits > 0).then(|| url[url.len() - digits..].to_owned())
 }
 
 impl Detected {
@@ -515,20 +657,65 @@ mod tests {
         assert_eq!(found.job_id, None);
         assert_eq!(
             value(
-                &detect_in(&[("CI_COMMIT_ID", "abc"), ("CI_NAME", "x")])
+                &detect_in(&[("CI_JOB_ID", "j"), ("CI_NAME", "x")])
                     .found
-                    .commit
+                    .job_id
             ),
-            Some(("abc".into(), Some("CI_COMMIT_ID"))),
-            "the first of several set, named"
+            Some(("j".into(), Some("CI_JOB_ID"))),
+            "the generic CI's own"
         );
     }
 
     #[test]
-    fn nothing_is_read_where_no_ci_is_detected() {
+    fn the_generic_variables_are_read_where_no_ci_is_detected_and_nothing_else_is() {
         let got = detect_in(&[("CI_BRANCH", "main"), ("GITHUB_SHA", "abc")]);
         assert_eq!((got.name(), got.head_from()), (None, None));
-        assert_eq!(got.found, Fields::default());
+        let expected = Fields {
+            branch: Some(Found {
+                value: "main".into(),
+                from: Some("CI_BRANCH"),
+            }),
+            ..Fields::default()
+        };
+        assert_eq!(got.found, expected);
+        assert_eq!(detect_in(&[]).found, Fields::default());
+    }
+
+    #[test]
+    fn text_with_variables_in_it_needs_every_one() {
+        let env = Env::from_pairs([("HOST", "https://ci.example"), ("RUN", "7")]);
+        let text = "{HOST}/runs/{RUN}/log";
+        assert_eq!(
+            format(&env, text).unwrap().as_deref(),
+            Some("https://ci.example/runs/7/log")
+        );
+        assert_eq!(format(&env, "{HOST}/jobs/{JOB}").unwrap(), None);
+        assert_eq!(Format(text).variables(), ["HOST", "RUN"]);
+        for ci in rows() {
+            for (field, read) in ci.read.entries() {
+                if let Format(text) = read {
+                    let names = Format(text).variables().len();
+                    let braces = (text.matches('{').count(), text.matches('}').count());
+                    assert!(
+                        names > 0 && braces == (names, names),
+                        "{}: {field}",
+                        ci.name
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pull_requests_are_the_digits_the_official_reporter_takes() {
+        assert_eq!(trailing_number("https://x/pull/42").as_deref(), Some("42"));
+        assert_eq!(trailing_number("PR 987").as_deref(), Some("987"));
+        assert_eq!(trailing_number("https://x/pull/42/"), None);
+        let github = |r: &str| github_pull_request(&Env::from_pairs([("GITHUB_REF", r)]));
+        assert_eq!(github("refs/pull/42/merge").unwrap().as_deref(), Some("42"));
+        assert_eq!(github("refs/pull/123").unwrap().as_deref(), Some("123"));
+        assert_eq!(github("refs/heads/main").unwrap(), None);
+        assert_eq!(github("refs/pull/x").unwrap(), None);
     }
 
     #[test]
@@ -536,7 +723,9 @@ mod tests {
         let none = detect_in(&[]).missing_number().to_string();
         assert!(none.contains("no CI detected"), "{none}");
         assert!(
-            none.contains("Jenkins, AppVeyor, Magnum CI, a generic CI (CI_NAME));"),
+            none.contains(
+                "Jenkins, AppVeyor, Tddium, Xcode Cloud, RWX, Magnum CI, a generic CI (CI_NAME));"
+            ),
             "{none}"
         );
         assert!(!none.contains("Buildkite"), "{none}");

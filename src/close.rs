@@ -44,6 +44,11 @@ pub fn run(flags: Result<Flags, Error>, env: &Env, ui: &mut Reporter) -> u8 {
 
 fn finish(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
     let config = config::load(env, flags)?;
+    // A token from the config file is a secret like the environment's, masked before
+    // anything more is printed.
+    if let (Some(token), true) = (&config.token, config.token_in_file) {
+        ui.mask(token.expose());
+    }
     let (build, endpoint) = (&config.build, &config.coveralls.endpoint);
     let doing = if config.dry_run {
         "dry run for"

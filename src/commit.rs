@@ -1,6 +1,7 @@
-//! The head commit's details (author, committer, message) that a close carries in `git.head`:
-//! from the CI's variables or GitHub's event payload, with no checkout needed. Only where
-//! none of them tells anything, and only in a git work tree with git on PATH, `git log -1`.
+//! What a close carries in `git`, as coverage-reporter's `git.cr` works it out: the branch,
+//! and the head commit with its details (author, committer, message), from the CI's
+//! variables or GitHub's event payload, with no checkout needed. Only where none of them
+//! tells, and only in a git work tree with git on PATH, from git itself.
 
 use std::io::Read;
 use std::path::Path;
@@ -15,8 +16,17 @@ use crate::event::Event;
 /// How long `git log` may take before it is given up on.
 const GIT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The body's `git`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Git {
+    pub branch: Option<String>,
+    /// Sent only with its id.
+    pub head: Head,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Head {
+    pub id: Option<String>,
     pub author_name: Option<String>,
     pub author_email: Option<String>,
     pub committer_name: Option<String>,
@@ -25,8 +35,12 @@ pub struct Head {
 }
 
 impl Head {
-    pub fn is_empty(&self) -> bool {
-        *self == Head::default()
+    /// Whether it tells nothing of the commit but, perhaps, its id.
+    pub fn has_no_details(&self) -> bool {
+        Head {
+            id: None,
+            ..self.clone()
+        } == Head::default()
     }
 }
 
@@ -34,6 +48,7 @@ impl Head {
 pub fn from_variables(env: &Env, from: Option<HeadFrom>) -> Result<Head, Error> {
     let first = |names: &[&str]| env.first_text(names);
     let mut head = Head {
+        id: first(&["CI_COMMIT_ID", "GIT_ID"])?,
         author_name: first(&["CI_AUTHOR_NAME", "GIT_AUTHOR_NAME"])?,
         author_email: first(&["CI_AUTHOR_EMAIL", "GIT_AUTHOR_EMAIL"])?,
         committer_name: first(&["CI_COMMITTER_NAME", "GIT_COMMITTER_NAME"])?,
@@ -67,6 +82,7 @@ pub fn from_github_event(event: &Event, commit: &str) -> Option<Head> {
     );
     let owned = |text: Option<&str>| text.map(str::to_owned);
     Some(Head {
+        id: Some(commit.to_owned()),
         author_name: owned(author.name),
         author_email: owned(author.email),
         committer_name: owned(committer.name),
@@ -75,47 +91,35 @@ pub fn from_github_event(event: &Event, commit: &str) -> Option<Head> {
     })
 }
 
-/// `git log -1` of `commit` (or of `HEAD`), with the `PATH` of `env`: the commit's id and its
-/// details, or why there are none. Never waits longer than [`GIT_TIMEOUT`].
-pub fn from_git_log(commit: Option<&str>, env: &Env) -> Result<(String, Head), String> {
-    let dir = std::env::current_dir().map_err(|err| format!("no working directory: {err}"))?;
-    git_log_in(&dir, commit, env)
+/// `git log -1` of `commit` (or of `HEAD`), with the `PATH` of `env`: the commit, its id
+/// included, or why there is none. Never waits longer than [`GIT_TIMEOUT`].
+pub fn from_git_log(commit: Option<&str>, env: &Env) -> Result<Head, String> {
+    git_log_in(&working_dir()?, commit, env)
+}
+
+/// The branch checked out, as `git rev-parse --abbrev-ref HEAD` says (a detached `HEAD` names
+/// none), or why there is none. Never waits longer than [`GIT_TIMEOUT`].
+pub fn branch_from_git(env: &Env) -> Result<String, String> {
+    let branch = git_in(&working_dir()?, env, &["rev-parse", "--abbrev-ref", "HEAD"])?;
+    match branch.trim() {
+        "" | "HEAD" => Err("a detached HEAD, on no branch".to_owned()),
+        branch => Ok(branch.to_owned()),
+    }
+}
+
+fn working_dir() -> Result<std::path::PathBuf, String> {
+    std::env::current_dir().map_err(|err| format!("no working directory: {err}"))
 }
 
 /// [`from_git_log`] in `dir`.
-fn git_log_in(dir: &Path, commit: Option<&str>, env: &Env) -> Result<(String, Head), String> {
-    let Some(path) = env.get("PATH").ok().flatten() else {
-        return Err("no PATH to find git on".to_owned());
-    };
-    // Looked for first, so that a finishing job without a checkout starts no process.
-    if !in_a_work_tree(dir, env) {
-        return Err("not in a git work tree".to_owned());
-    }
-    if !on_path(path, "git") {
-        return Err("no git on PATH".to_owned());
-    }
-    let mut command = Command::new("git");
-    command
-        .args([
-            "log",
-            "-1",
-            "--no-show-signature",
-            "--format=%H%x00%an%x00%ae%x00%cn%x00%ce%x00%B",
-        ])
-        .arg(commit.unwrap_or("HEAD"))
-        .arg("--")
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    for keep in ["HOME", "SYSTEMROOT", "GIT_DIR", "GIT_WORK_TREE"] {
-        if let Some(value) = env.get(keep).ok().flatten() {
-            command.env(keep, value);
-        }
-    }
-    let output = run(command)?;
+fn git_log_in(dir: &Path, commit: Option<&str>, env: &Env) -> Result<Head, String> {
+    let format = "--format=%H%x00%an%x00%ae%x00%cn%x00%ce%x00%B";
+    let args = ["log", "-1", "--no-show-signature", format];
+    let output = git_in(
+        dir,
+        env,
+        &[&args[..], &[commit.unwrap_or("HEAD"), "--"]].concat(),
+    )?;
     let fields: Vec<&str> = output.splitn(6, '\0').collect();
     let [
         id,
@@ -129,14 +133,44 @@ fn git_log_in(dir: &Path, commit: Option<&str>, env: &Env) -> Result<(String, He
         return Err("git log printed something unexpected".to_owned());
     };
     let text = |value: &str| Some(value.trim().to_owned()).filter(|v| !v.is_empty());
-    let head = Head {
+    Ok(Head {
+        id: text(id),
         author_name: text(author_name),
         author_email: text(author_email),
         committer_name: text(committer_name),
         committer_email: text(committer_email),
         message: text(message),
+    })
+}
+
+/// `git ARGS` in `dir` with the `PATH` of `env` and little else of it: what it printed.
+/// Nothing is started outside a work tree, or where `PATH` holds no git.
+fn git_in(dir: &Path, env: &Env, args: &[&str]) -> Result<String, String> {
+    let Some(path) = env.get("PATH").ok().flatten() else {
+        return Err("no PATH to find git on".to_owned());
     };
-    Ok((id.trim().to_owned(), head))
+    // Looked for first, so that a finishing job without a checkout starts no process.
+    if !in_a_work_tree(dir, env) {
+        return Err("not in a git work tree".to_owned());
+    }
+    if !on_path(path, "git") {
+        return Err("no git on PATH".to_owned());
+    }
+    let mut command = Command::new("git");
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for keep in ["HOME", "SYSTEMROOT", "GIT_DIR", "GIT_WORK_TREE"] {
+        if let Some(value) = env.get(keep).ok().flatten() {
+            command.env(keep, value);
+        }
+    }
+    run(command, args[0])
 }
 
 /// Whether `dir` is in a git work tree: `GIT_DIR` is set, or it or a directory above it
@@ -151,8 +185,9 @@ fn on_path(path: &str, program: &str) -> bool {
     std::env::split_paths(path).any(|dir| names.iter().any(|name| dir.join(name).is_file()))
 }
 
-/// Run `command` to its end within [`GIT_TIMEOUT`]; its standard output (at most 1 MiB).
-fn run(mut command: Command) -> Result<String, String> {
+/// Run `command` (`git WHAT …`) to its end within [`GIT_TIMEOUT`]; its standard output (at
+/// most 1 MiB).
+fn run(mut command: Command, what: &str) -> Result<String, String> {
     let mut child = command
         .spawn()
         .map_err(|err| format!("cannot run git: {err}"))?;
@@ -173,16 +208,18 @@ fn run(mut command: Command) -> Result<String, String> {
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!(
-                    "git log took over {GIT_TIMEOUT:?}, so it was stopped"
+                    "git {what} took over {GIT_TIMEOUT:?}, so it was stopped"
                 ));
             }
         }
     };
     let text = reading.join().unwrap_or_default();
     if !status.success() {
-        return Err(format!("git log failed ({status}): not a git work tree?"));
+        return Err(format!(
+            "git {what} failed ({status}): not a git work tree?"
+        ));
     }
-    String::from_utf8(text).map_err(|_| "git log printed text that is not UTF-8".to_owned())
+    String::from_utf8(text).map_err(|_| format!("git {what} printed text that is not UTF-8"))
 }
 
 #[cfg(test)]
@@ -205,11 +242,18 @@ mod tests {
         let head = from_variables(&env, Some(HeadFrom::GitLab)).unwrap();
         assert_eq!(head.author_name.as_deref(), Some("Grace Hopper"));
         assert_eq!(head.author_email.as_deref(), Some("grace@example.com"));
-        assert!(
-            from_variables(&env, Some(HeadFrom::Variables))
-                .unwrap()
-                .is_empty()
+        assert_eq!(
+            from_variables(&env, Some(HeadFrom::Variables)).unwrap(),
+            Head::default()
         );
+        let env = Env::from_pairs([("GIT_ID", "def"), ("CI_MESSAGE", "not read")]);
+        let head = from_variables(&env, None).unwrap();
+        assert_eq!(
+            head.id.as_deref(),
+            Some("def"),
+            "git.cr's CI_COMMIT_ID, else GIT_ID"
+        );
+        assert!(head.has_no_details());
     }
 
     #[test]

@@ -6,7 +6,8 @@ use std::time::Duration;
 use crate::checks::{self, Checks};
 use crate::ci::{self, Detected, HeadFrom};
 use crate::client::{Build, Coveralls};
-use crate::commit::{self, Head};
+use crate::commit::{self, Git, Head};
+use crate::coveralls_yml::{self, CoverallsYml};
 use crate::env::Env;
 use crate::error::Error;
 use crate::event::{self, Event};
@@ -18,10 +19,12 @@ const OVERRIDES: Fields<Option<Key>> = Fields {
     service_name: Some(Key::ServiceName),
     number: Some(Key::BuildNumber),
     job_id: Some(Key::JobId),
+    job_number: Some(Key::JobNumber),
     branch: Some(Key::Branch),
     pull_request: Some(Key::PullRequest),
     commit: Some(Key::Commit),
     repo_name: Some(Key::RepoName),
+    event_type: Some(Key::EventType),
     ..Fields::splat(None)
 };
 
@@ -53,6 +56,8 @@ impl std::fmt::Debug for Secret {
 #[derive(Debug)]
 pub struct Config {
     pub token: Option<Secret>,
+    /// The token came from the config file, so it was not masked with the environment's.
+    pub token_in_file: bool,
     pub coveralls: Coveralls,
     pub build: Build,
     /// The CI detected, if any.
@@ -128,14 +133,18 @@ fn shared_from(sources: &Values) -> Result<Shared, Error> {
 
 pub fn load(env: &Env, flags: &Flags) -> Result<Config, Error> {
     let sources = Values::read(env, flags)?;
+    let path = sources.get(Key::ConfigPath).expect("a default");
+    let file = coveralls_yml::read(path.value.trim(), sources.given(Key::ConfigPath).is_some())?;
+    let mut notes = Vec::new();
     // Debug is read, and checked, by `early`, which decides how everything is reported.
+    let mut shared = shared_from(&sources)?;
+    let token_in_file = under_the_environment(&file, &sources, &mut shared, &mut notes)?;
     let Shared {
         token,
         coveralls,
         carryforward,
-    } = shared_from(&sources)?;
+    } = shared;
     let detected = ci::detect(env)?;
-    let mut notes = Vec::new();
     let event = match (detected.head_from(), env.get("GITHUB_EVENT_PATH")?) {
         (Some(HeadFrom::GitHubEvent), Some(path)) => event::read(path)
             .map_err(|why| notes.push(format!("GitHub's event skipped: {why}")))
@@ -143,13 +152,14 @@ pub fn load(env: &Env, flags: &Flags) -> Result<Config, Error> {
         _ => None,
     };
     let (number, number_from) = build_number(&sources, &detected)?;
-    let mut sent = overridden(&sources, &detected);
-    let head = head(env, &detected, &mut sent.commit, event.as_ref(), &mut notes)?;
+    let sent = overridden(&sources, &file, &detected, &mut notes);
+    let git = git(env, &detected, &sent, event.as_ref(), &mut notes)?;
     let mut build = Build::new(number, number_from, sent);
     build.carryforward = carryforward;
-    build.head = head;
+    build.git = git;
     Ok(Config {
         token,
+        token_in_file,
         coveralls,
         build,
         ci: detected.name(),
@@ -232,48 +242,129 @@ fn build_number(sources: &Values, detected: &Detected) -> Result<(String, String
     }
 }
 
-/// What the CI tells, with the user's overrides applied: a value given (not blank) wins.
-fn overridden(sources: &Values, detected: &Detected) -> Fields<Option<String>> {
-    let given = |key: Option<Key>| {
-        let given = sources.given(key?)?.value.trim();
-        (!given.is_empty()).then(|| given.to_owned())
+/// The config file's token, endpoint and carryforward flags where none is given, as
+/// coverage-reporter reads them; whether the token is the file's.
+fn under_the_environment(
+    file: &CoverallsYml,
+    sources: &Values,
+    shared: &mut Shared,
+    notes: &mut Vec<String>,
+) -> Result<bool, Error> {
+    let mut from_file = |key| {
+        let (name, value) = file.get(key).filter(|_| sources.given(key).is_none())?;
+        notes.push(format!("{name}: from {}", file.path));
+        Some((name, value))
+    };
+    let token_in_file = shared.token.is_none() && from_file(Key::RepoToken).is_some();
+    if token_in_file {
+        let (_, token) = file.get(Key::RepoToken).expect("just found");
+        shared.token = Some(Secret::new(token));
+    }
+    if let Some((from, value)) = from_file(Key::Endpoint) {
+        let given = Given { value, from };
+        shared.coveralls.endpoint = parse_endpoint(&given).map_err(|e| e.context(&file.path))?;
+    }
+    if let Some((_, flags)) = from_file(Key::Carryforward) {
+        shared.carryforward = split_flags(flags);
+    }
+    Ok(token_in_file)
+}
+
+/// What the CI tells, with the user's overrides applied: a value given (not blank) wins, then
+/// the config file's, where coverage-reporter reads it there (`service_name`, `repo_name`).
+fn overridden(
+    sources: &Values,
+    file: &CoverallsYml,
+    detected: &Detected,
+    notes: &mut Vec<String>,
+) -> Fields<Option<String>> {
+    let mut given = |key: Option<Key>| {
+        let key = key?;
+        let given = sources.given(key).map(|given| given.value.trim());
+        if let Some(given) = given.filter(|given| !given.is_empty()) {
+            return Some(given.to_owned());
+        }
+        let (name, value) = file.get(key)?;
+        notes.push(format!("{name}: from {}", file.path));
+        Some(value.to_owned())
     };
     let found = detected.found.clone().zip(OVERRIDES);
     found.map(|(found, key)| given(key).or(found.map(|found| found.value)))
 }
 
-/// The head commit's details: the CI's variables, else GitHub's event, else `git log` (which
-/// may tell the commit too, where nothing else did).
-fn head(
+/// `git`, as coverage-reporter's `Git.info`: the branch sent, else `GIT_BRANCH`, else git's;
+/// the commit sent, else `CI_COMMIT_ID` or `GIT_ID`, else git's.
+fn git(
     env: &Env,
     detected: &Detected,
-    commit: &mut Option<String>,
+    sent: &Fields<Option<String>>,
     event: Option<&Event>,
     notes: &mut Vec<String>,
-) -> Result<Head, Error> {
-    let head = commit::from_variables(env, detected.head_from())?;
-    if !head.is_empty() {
-        notes.push("head commit: from the CI's variables".to_owned());
-        return Ok(head);
+) -> Result<Git, Error> {
+    let mut head = commit::from_variables(env, detected.head_from())?;
+    if let Some(commit) = &sent.commit {
+        head.id = Some(commit.clone());
     }
-    if let (Some(event), Some(id)) = (event, commit.as_deref()) {
+    let branch = match (&sent.branch, env.first_text(&["GIT_BRANCH"])?) {
+        (Some(branch), _) => Some(branch.clone()),
+        (None, Some(branch)) => {
+            notes.push("git.branch: from GIT_BRANCH".to_owned());
+            Some(branch)
+        }
+        (None, None) => match commit::branch_from_git(env) {
+            Ok(branch) => {
+                notes.push("git.branch: from git".to_owned());
+                Some(branch)
+            }
+            Err(why) => {
+                notes.push(format!("git.branch: none ({why})"));
+                None
+            }
+        },
+    };
+    Ok(Git {
+        branch,
+        head: head_details(env, head, event, notes),
+    })
+}
+
+/// The head commit's details: the CI's variables, else GitHub's event, else `git log` (which
+/// may tell the commit's id too, where nothing else did).
+fn head_details(env: &Env, head: Head, event: Option<&Event>, notes: &mut Vec<String>) -> Head {
+    let mut head = head;
+    if !head.has_no_details() {
+        notes.push("head commit: from the CI's variables".to_owned());
+    } else if let (Some(event), Some(id)) = (event, head.id.as_deref()) {
         match commit::from_github_event(event, id) {
-            Some(head) => {
+            Some(from_event) => {
                 notes.push("head commit: from GitHub's event payload".to_owned());
-                return Ok(head);
+                head = from_event;
             }
             None => notes.push(format!("GitHub's event is not a push of {id}")),
         }
     }
-    match commit::from_git_log(commit.as_deref(), env) {
-        Ok((id, head)) => {
+    if head.id.is_some() && !head.has_no_details() {
+        return head;
+    }
+    match commit::from_git_log(head.id.as_deref(), env) {
+        Ok(logged) if head.has_no_details() => {
             notes.push("head commit: from git log".to_owned());
-            commit.get_or_insert(id);
-            Ok(head)
+            Head {
+                id: head.id.or(logged.id),
+                ..logged
+            }
         }
+        Ok(logged) => Head {
+            id: logged.id,
+            ..head
+        },
         Err(why) => {
-            notes.push(format!("head commit: no details ({why})"));
-            Ok(Head::default())
+            let missing = match head.has_no_details() {
+                true => "no details",
+                false => "no id",
+            };
+            notes.push(format!("head commit: {missing} ({why})"));
+            head
         }
     }
 }
@@ -389,6 +480,7 @@ mod tests {
 
     #[test]
     fn flag_beats_variable_beats_detection() {
+        // COVERALLS_BUILD_NUMBER is read by no reporter, so it is not read here either.
         let env = [
             ("GITHUB_ACTIONS", "true"),
             ("GITHUB_RUN_ID", "100"),
@@ -397,19 +489,20 @@ mod tests {
         let cfg = load_with(&env, &[]).unwrap();
         assert_eq!(
             (cfg.build.number(), cfg.build.number_from.as_str()),
-            ("300", "COVERALLS_BUILD_NUMBER")
+            ("100", "GITHUB_RUN_ID, GitHub Actions")
         );
         let mut env = env.to_vec();
         env.push(("COVERALLS_SERVICE_NUMBER", "200"));
         let cfg = load_with(&env, &[]).unwrap();
-        assert_eq!(cfg.build.number(), "200");
+        assert_eq!(
+            (cfg.build.number(), cfg.build.number_from.as_str()),
+            ("200", "COVERALLS_SERVICE_NUMBER")
+        );
         let cfg = load_with(&env, &["--build-number", "400"]).unwrap();
         assert_eq!(
             (cfg.build.number(), cfg.build.number_from.as_str()),
             ("400", "--build-number")
         );
-        let cfg = load_with(&env[..2], &[]).unwrap();
-        assert_eq!(cfg.build.number_from, "GITHUB_RUN_ID, GitHub Actions");
     }
 
     #[test]

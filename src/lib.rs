@@ -8,6 +8,7 @@ mod client;
 mod close;
 mod commit;
 mod config;
+mod coveralls_yml;
 mod env;
 mod error;
 mod event;

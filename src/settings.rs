@@ -1,11 +1,10 @@
 //! Every setting, written once: its flag, its variables, its default, its help and the action
 //! input that sets it. Parsing the command line, `--help`, reading the `COVERALLS_*` variables
-//! (with `envy`) and the checks of README.md and action.yml all come from [`SETTINGS`].
+//! and the checks of README.md and action.yml all come from [`SETTINGS`].
 
 use std::ffi::OsString;
 
 use lexopt::prelude::*;
-use serde::Deserialize;
 
 use crate::env::Env;
 use crate::error::Error;
@@ -124,9 +123,8 @@ pub struct Setting {
     pub help: &'static str,
 }
 
-/// Declares the settings once: the [`Key`] enum, the `Vars` struct that `envy` fills and
-/// [`SETTINGS`]. A variable is written as its `Vars` field, which is how `envy` names it: the
-/// variable without its `COVERALLS_` prefix, in small letters (`service_number` is
+/// Declares the settings once: the [`Key`] enum and [`SETTINGS`]. A variable is written
+/// without its `COVERALLS_` prefix, in small letters (`service_number` is
 /// `COVERALLS_SERVICE_NUMBER`).
 macro_rules! settings {
     ($($key:ident {
@@ -142,19 +140,6 @@ macro_rules! settings {
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         pub enum Key { $($key),* }
 
-        /// The variables as `envy` reads them: the prefix dropped, the names lowercased.
-        #[derive(Deserialize, Default)]
-        struct Vars { $($($var: Option<String>,)*)* }
-
-        impl Vars {
-            /// The variables of `key` with their values, in the order they are looked at.
-            fn of(&self, key: Key) -> Vec<(&'static str, Option<&str>)> {
-                match key {
-                    $(Key::$key => vec![$((var_name!($var), self.$var.as_deref())),*],)*
-                }
-            }
-        }
-
         pub const SETTINGS: &[Setting] = &[$(Setting {
             key: Key::$key,
             commands: &[$(Cmd::$cmd),+],
@@ -168,8 +153,8 @@ macro_rules! settings {
     };
 }
 
-/// The variable a `Vars` field reads, worked out at compile time: `COVERALLS_` and the field's
-/// name in capitals.
+/// The variable a setting names, worked out at compile time: `COVERALLS_` and the name in
+/// capitals.
 macro_rules! var_name {
     ($field:ident) => {{
         const LOWER: &str = concat!("COVERALLS_", stringify!($field));
@@ -224,7 +209,7 @@ settings! {
         commands: [Close],
         flag: Some("--build-number"),
         takes: Takes::Value("N"),
-        vars: [service_number, build_number],
+        vars: [service_number],
         default: Default::None("detected from the CI"),
         input: Some("build-number"),
         help: "the build number the parallel uploads used, overriding detection",
@@ -282,6 +267,35 @@ settings! {
         default: Default::None("detected from the CI"),
         input: Some("job-id"),
         help: "the job sent as `service_job_id`",
+    }
+    JobNumber {
+        commands: [Close],
+        flag: Some("--job-number"),
+        takes: Takes::Value("N"),
+        vars: [service_job_number],
+        default: Default::None("detected from the CI"),
+        input: None,
+        help: "the job's number, sent as `service_job_number`",
+    }
+    EventType {
+        commands: [Close],
+        flag: Some("--event-type"),
+        takes: Takes::Value("TYPE"),
+        vars: [event_type],
+        default: Default::None("`manual` with `COVERALLS_RUN_LOCALLY`, else none"),
+        input: None,
+        help: "what started the build, sent as `service_event_type`",
+    }
+    ConfigPath {
+        commands: [Close],
+        flag: Some("--config-path"),
+        takes: Takes::Value("FILE"),
+        vars: [],
+        default: Default::Value(".coveralls.yml"),
+        input: None,
+        help: "coverage-reporter's YAML settings: its `repo_token` (or `repo_secret_token`), \
+               `service_name`, `repo_name`, `endpoint` and `carryforward`, each under the \
+               environment; a missing file is no error unless named here",
     }
     RequireToken {
         commands: [Close],
@@ -589,17 +603,15 @@ pub struct Given<'a> {
 /// The flags and the `COVERALLS_*` variables, looked up by key: the flag first, then each
 /// variable in order.
 pub struct Values<'a> {
-    vars: Vars,
+    env: &'a Env,
     flags: &'a Flags,
 }
 
 impl<'a> Values<'a> {
-    pub fn read(env: &Env, flags: &'a Flags) -> Result<Self, Error> {
+    /// Every `COVERALLS_*` variable must be text: one that is not is named now, not when read.
+    pub fn read(env: &'a Env, flags: &'a Flags) -> Result<Self, Error> {
         env.check_unicode("COVERALLS_")?;
-        let vars = envy::prefixed("COVERALLS_")
-            .from_iter::<_, Vars>(env.pairs())
-            .map_err(|err| Error::config(format!("reading COVERALLS_* variables: {err}")))?;
-        Ok(Values { vars, flags })
+        Ok(Values { env, flags })
     }
 
     /// The value given for `key`, by flag or variable; `None` where neither is set.
@@ -614,11 +626,9 @@ impl<'a> Values<'a> {
         if let (Some(value), Some(flag)) = (self.flags.get(key), setting.flag) {
             return Some(Given { value, from: flag });
         }
-        self.vars.of(key).into_iter().find_map(|(from, value)| {
-            Some(Given {
-                value: value?,
-                from,
-            })
+        setting.vars.iter().find_map(|&from| {
+            let value = self.env.get(from).ok().flatten()?;
+            Some(Given { value, from })
         })
     }
 
@@ -760,7 +770,7 @@ mod tests {
     #[test]
     fn a_flag_beats_its_variables_which_beat_the_default() {
         let env = Env::from_pairs([
-            ("COVERALLS_BUILD_NUMBER", "alias"),
+            ("COVERALLS_CARRYFORWARD", "alias"),
             ("COVERALLS_RETRIES", "3"),
         ]);
         let Command::Close(flags) = parse_args(&["--timeout", "9"]).unwrap() else {
@@ -769,8 +779,8 @@ mod tests {
         let sources = Values::read(&env, &flags).unwrap();
         let from = |key| sources.get(key).map(|g| (g.value, g.from));
         assert_eq!(
-            from(Key::BuildNumber),
-            Some(("alias", "COVERALLS_BUILD_NUMBER"))
+            from(Key::Carryforward),
+            Some(("alias", "COVERALLS_CARRYFORWARD"))
         );
         assert_eq!(from(Key::Retries), Some(("3", "COVERALLS_RETRIES")));
         assert_eq!(from(Key::Timeout), Some(("9", "--timeout")));
@@ -778,7 +788,7 @@ mod tests {
             from(Key::Endpoint),
             Some(("https://coveralls.io", "the default"))
         );
-        assert_eq!(from(Key::Carryforward), None);
+        assert_eq!(from(Key::BuildNumber), None);
     }
 
     #[test]

@@ -733,3 +733,131 @@ fn a_cert_file_that_cannot_be_loaded_is_named_and_nothing_is_sent() {
     assert!(out.stderr.contains("no-such-ca.pem"), "{}", out.stderr);
     assert!(server.requests().is_empty());
 }
+
+/// A token unlike the environment's, so that a test can tell which was sent.
+const FILE_TOKEN: &str = "yml-tok-Q2x9LmP4vRk7NwZ3";
+
+/// A directory holding `.coveralls.yml` with `text`, and nothing else (no git work tree).
+fn with_coveralls_yml(text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".coveralls.yml"), text).unwrap();
+    dir
+}
+
+#[test]
+fn coveralls_yml_gives_what_the_environment_does_not_and_its_token_is_never_shown() {
+    let server = Server::start(vec![json(200, CLOSED)]);
+    let dir = with_coveralls_yml(&format!(
+        "repo_token: {FILE_TOKEN}\nservice_name: travis-pro\nrepo_name: octo/cat\n\
+         endpoint: {}\ncarryforward: unit, lint\nparallel: true\n",
+        server.url()
+    ));
+    let out = finish()
+        .current_dir(dir.path())
+        .env("TRAVIS", "true")
+        .env("TRAVIS_BUILD_NUMBER", "13")
+        .env("COVERALLS_DEBUG", "true")
+        .run();
+    assert_eq!(out.code, 0, "{out:#?}");
+    let body = server.only_request().json();
+    assert_eq!(
+        (
+            &body["repo_token"],
+            &body["service_name"],
+            &body["repo_name"]
+        ),
+        (&FILE_TOKEN.into(), &"travis-pro".into(), &"octo/cat".into())
+    );
+    assert_eq!(body["carryforward"], "unit,lint");
+    for note in [
+        "repo_token: from .coveralls.yml",
+        "endpoint: from .coveralls.yml",
+    ] {
+        assert!(out.stderr.contains(note), "{note}: {}", out.stderr);
+    }
+    out.assert_no_secret(FILE_TOKEN);
+
+    // A dry run on GitHub: masked for the runner first, and shown nowhere else.
+    let out = finish()
+        .github()
+        .current_dir(dir.path())
+        .env("GITHUB_RUN_ID", "5")
+        .env("COVERALLS_DEBUG", "true")
+        .arg("--dry-run")
+        .run();
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert!(
+        out.stdout
+            .starts_with(&format!("::add-mask::{FILE_TOKEN}\n")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(r#""repo_token": "***""#),
+        "{}",
+        out.stdout
+    );
+    out.assert_no_secret(FILE_TOKEN);
+}
+
+#[test]
+fn the_environment_wins_over_coveralls_yml() {
+    let server = Server::start(vec![json(200, CLOSED)]);
+    let dir = with_coveralls_yml(&format!(
+        "repo_token: {FILE_TOKEN}\nservice_name: from-the-file\nendpoint: https://127.0.0.1:9\n\
+         carryforward: from-the-file\n"
+    ));
+    let out = finish()
+        .current_dir(dir.path())
+        .against(&server)
+        .env("COVERALLS_SERVICE_NAME", "from-the-variable")
+        .env("COVERALLS_CARRYFORWARD_FLAGS", "unit")
+        .run();
+    assert_eq!(out.code, 0, "{out:#?}");
+    let body = server.only_request().json();
+    assert_eq!(body["repo_token"], TOKEN);
+    assert_eq!(body["service_name"], "from-the-variable");
+    assert_eq!(body["carryforward"], "unit");
+    out.assert_no_secret(FILE_TOKEN);
+}
+
+#[test]
+fn a_malformed_or_missing_named_config_file_is_a_configuration_error_that_names_it() {
+    let server = Server::start(vec![json(200, CLOSED)]);
+    let dir = with_coveralls_yml(&format!("repo_token: {FILE_TOKEN}\nrepo_name: [unclosed\n"));
+    let out = finish().current_dir(dir.path()).against(&server).run();
+    assert_eq!(out.code, 2, "{out:#?}");
+    assert!(
+        out.stderr
+            .contains("error: .coveralls.yml is not the YAML that coverage-reporter reads"),
+        "{}",
+        out.stderr
+    );
+    out.assert_no_secret(FILE_TOKEN);
+    let out = finish()
+        .current_dir(dir.path())
+        .against(&server)
+        .args(&["--config-path", "ci/coveralls.yml"])
+        .run();
+    assert_eq!(out.code, 2, "{out:#?}");
+    assert!(
+        out.stderr.contains("ci/coveralls.yml cannot be read"),
+        "{}",
+        out.stderr
+    );
+    // Checked like COVERALLS_ENDPOINT, where that does not win over it.
+    let dir = with_coveralls_yml("endpoint: ftp://cov.example\n");
+    let out = finish()
+        .current_dir(dir.path())
+        .env("COVERALLS_REPO_TOKEN", TOKEN)
+        .env("COVERALLS_SERVICE_NUMBER", "42")
+        .run();
+    assert_eq!(out.code, 2, "{out:#?}");
+    assert!(
+        out.stderr
+            .contains(".coveralls.yml: endpoint is \"ftp://cov.example\": the scheme must be"),
+        "{}",
+        out.stderr
+    );
+    assert!(server.requests().is_empty());
+}

@@ -350,7 +350,8 @@ fn carryforward_with_the_commit_and_branch_creates_a_build_no_upload_made() {
     );
 }
 
-/// Where nothing else tells the head commit's details, `git log` in a work tree does.
+/// Where nothing else tells the head commit or the branch, git in a work tree does: sent in
+/// `git` alone, as the official reporter sends them (not as `commit_sha`).
 #[test]
 fn git_log_tells_the_head_where_nothing_else_does() {
     let git = |dir: &Path, args: &[&str]| {
@@ -379,8 +380,14 @@ fn git_log_tells_the_head_where_nothing_else_does() {
         let output = git(repo.path(), args).unwrap();
         assert!(output.status.success(), "git {args:?}: {output:?}");
     }
-    let head = git(repo.path(), &["rev-parse", "HEAD"]).unwrap();
-    let head = String::from_utf8(head.stdout).unwrap().trim().to_owned();
+    let said = |args: &[&str]| {
+        let output = git(repo.path(), args).unwrap().stdout;
+        String::from_utf8(output).unwrap().trim().to_owned()
+    };
+    let (head, branch) = (
+        said(&["rev-parse", "HEAD"]),
+        said(&["branch", "--show-current"]),
+    );
     let git_dir = std::env::var_os("PATH").unwrap();
     let server = Server::start(vec![json(200, CLOSED)]);
     let out = finish()
@@ -391,7 +398,9 @@ fn git_log_tells_the_head_where_nothing_else_does() {
         .run();
     assert_eq!(out.code, 0, "{out:#?}");
     let sent = server.only_request().json();
-    assert_eq!(sent["commit_sha"], head.as_str());
+    assert_eq!(sent.get("commit_sha"), None);
+    assert!(!branch.is_empty());
+    assert_eq!(sent["git"]["branch"], branch.as_str());
     assert_eq!(
         sent["git"]["head"],
         json!({
@@ -583,7 +592,7 @@ fn the_dry_run_and_debug_show_every_field_sent() {
     assert_eq!(out.code, 0, "{out:#?}");
     for field in [
         r#""service_branch": "main""#,
-        r#""service_job_id": "3""#,
+        r#""service_job_number": "3""#,
         &format!(r#""commit_sha": "{SHA}""#),
         r#""branch": "main""#,
     ] {
@@ -592,7 +601,7 @@ fn the_dry_run_and_debug_show_every_field_sent() {
     // Debug output shows the body too, then the settings that are not in it.
     for line in [
         r#"debug:     "service_branch": "main","#,
-        r#"debug:     "service_job_id": "3""#,
+        r#"debug:     "service_job_number": "3""#,
         "debug:   CI: CircleCI",
     ] {
         assert!(out.stderr.contains(line), "{line}: {}", out.stderr);

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::commit::Head;
+use crate::commit::Git;
 use crate::fields::Fields;
 
 /// The build to close: everything the request says but the token. The receiver keeps it in
@@ -15,13 +15,13 @@ pub struct Build {
     /// Where the number came from, for logs and hints: a flag, a variable, `VAR, CI name`.
     pub number_from: String,
     pub carryforward: Vec<String>,
-    /// The head commit's author, committer and message.
-    pub head: Head,
+    /// The branch and the head commit, as git knows them (coverage-reporter's `Git.info`).
+    pub git: Git,
 }
 
 impl Build {
     /// A build numbered `number`, with `fields` (their number is `number`), no carryforward
-    /// flags and no details of its head commit.
+    /// flags and nothing known of git.
     pub fn new(number: String, number_from: String, fields: Fields<Option<String>>) -> Build {
         Build {
             fields: Fields {
@@ -30,7 +30,7 @@ impl Build {
             },
             number_from,
             carryforward: Vec::new(),
-            head: Head::default(),
+            git: Git::default(),
         }
     }
 
@@ -56,7 +56,7 @@ pub fn body(build: &Build, repo_token: &str) -> Value {
     if !build.carryforward.is_empty() {
         body.insert("carryforward".into(), build.carryforward.join(",").into());
     }
-    if let Some(git) = git(build) {
+    if let Some(git) = git(&build.git) {
         body.insert("git".into(), git);
     }
     body.insert(
@@ -66,12 +66,12 @@ pub fn body(build: &Build, repo_token: &str) -> Value {
     Value::Object(body)
 }
 
-/// `git`: the branch, and the head commit with what is known of it.
-fn git(build: &Build) -> Option<Value> {
-    let mut git = Map::new();
-    insert_known(&mut git, [("branch", &build.fields.branch)]);
-    if let Some(id) = &build.fields.commit {
-        let head = &build.head;
+/// `git`: the branch, and the head commit with what is known of it, where its id is.
+fn git(git: &Git) -> Option<Value> {
+    let mut map = Map::new();
+    insert_known(&mut map, [("branch", &git.branch)]);
+    let head = &git.head;
+    if let Some(id) = &head.id {
         let mut details = Map::new();
         details.insert("id".into(), id.as_str().into());
         insert_known(
@@ -84,9 +84,9 @@ fn git(build: &Build) -> Option<Value> {
                 ("message", &head.message),
             ],
         );
-        git.insert("head".into(), Value::Object(details));
+        map.insert("head".into(), Value::Object(details));
     }
-    (!git.is_empty()).then_some(Value::Object(git))
+    (!map.is_empty()).then_some(Value::Object(map))
 }
 
 /// Each of `entries` whose value is known, into `map`.
