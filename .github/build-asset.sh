@@ -3,9 +3,10 @@
 #
 #   closer  coveralls-finish-TARGET: what the GitHub Action and CI users download on every run.
 #           Without the receiver (--no-default-features), in the size-tuned profile `closer`;
-#           for Linux also without PIE and without the unwind-table index (a panic aborts, and
-#           the binary is stripped: a backtrace would be empty either way). BENCHMARKS.md says
-#           what each of these saves.
+#           for Linux also without PIE, without the unwind tables and their index (a panic
+#           aborts, and the binary is stripped: a backtrace would be empty either way), and
+#           without the padding that separates code from data. BENCHMARKS.md says what each
+#           of these saves.
 #   serve   coveralls-finish-serve-TARGET: the whole program, receiver included (profile
 #           release: it unwinds, so one bad request cannot take the service down).
 #
@@ -32,7 +33,7 @@ case $kind in
         features=(--no-default-features)
         asset=coveralls-finish-$target$exe
         case $target in
-            *linux*) flags+=(-C relocation-model=static -C "link-arg=-Wl,--no-eh-frame-hdr") ;;
+            *linux*) flags+=(-C relocation-model=static -C "link-arg=-Wl,--no-eh-frame-hdr" -C "link-arg=-Wl,-z,noseparate-code") ;;
         esac
         ;;
     serve)
@@ -51,4 +52,12 @@ RUSTFLAGS="${flags[*]}" cargo "$subcommand" --locked --profile "$profile" ${feat
     --target "$target" --target-dir "target/asset-$kind"
 mkdir -p dist
 cp "target/asset-$kind/$target/$profile/coveralls-finish$exe" "dist/$asset"
+# The closer aborts on a panic and is stripped, and without the unwind-table index nothing
+# can walk its unwind tables: they go too (a sixth of the file), where the host's objcopy
+# reads the binary (not for a cross build).
+if [ "$kind" = closer ] && [ "$subcommand" = build ]; then
+    case $target in
+        *linux*) objcopy --remove-section=.eh_frame --remove-section=.gcc_except_table "dist/$asset" ;;
+    esac
+fi
 echo "dist/$asset: $(wc -c <"dist/$asset") bytes"

@@ -76,6 +76,11 @@ impl Env {
         self.vars.contains_key(name) || self.not_unicode.contains(name)
     }
 
+    /// The readable variables, for deserialising with `envy`.
+    pub fn pairs(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        self.vars.iter().map(|(k, v)| (k.clone(), v.clone()))
+    }
+
     /// Every unreadable variable whose name starts with `prefix`, first one first.
     pub fn check_unicode(&self, prefix: &str) -> Result<(), Error> {
         match self

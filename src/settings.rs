@@ -2,6 +2,7 @@
 //! input that sets it. Parsing the command line, `--help`, reading the `COVERALLS_*` variables
 //! and the checks of README.md and action.yml all come from [`SETTINGS`].
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 
 use lexopt::prelude::*;
@@ -600,10 +601,16 @@ pub struct Given<'a> {
     pub from: &'static str,
 }
 
+/// What every variable of the settings starts with (a test holds them to it).
+const PREFIX: &str = "COVERALLS_";
+
 /// The flags and the `COVERALLS_*` variables, looked up by key: the flag first, then each
 /// variable in order.
 pub struct Values<'a> {
-    env: &'a Env,
+    /// The `COVERALLS_*` variables as `envy` reads them: the prefix dropped, the names in
+    /// small letters (`COVERALLS_SERVICE_NUMBER` is `service_number`). A map rather than a
+    /// struct of every field: one lookup by name, without a deserializer per field.
+    vars: BTreeMap<String, String>,
     flags: &'a Flags,
 }
 
@@ -611,7 +618,10 @@ impl<'a> Values<'a> {
     /// Every `COVERALLS_*` variable must be text: one that is not is named now, not when read.
     pub fn read(env: &'a Env, flags: &'a Flags) -> Result<Self, Error> {
         env.check_unicode("COVERALLS_")?;
-        Ok(Values { env, flags })
+        let vars = envy::prefixed(PREFIX)
+            .from_iter(env.pairs())
+            .map_err(|err| Error::config(format!("reading COVERALLS_* variables: {err}")))?;
+        Ok(Values { vars, flags })
     }
 
     /// The value given for `key`, by flag or variable; `None` where neither is set.
@@ -627,7 +637,8 @@ impl<'a> Values<'a> {
             return Some(Given { value, from: flag });
         }
         setting.vars.iter().find_map(|&from| {
-            let value = self.env.get(from).ok().flatten()?;
+            let name = from.strip_prefix(PREFIX)?.to_ascii_lowercase();
+            let value = self.vars.get(&name)?;
             Some(Given { value, from })
         })
     }
@@ -726,7 +737,10 @@ mod tests {
         for setting in SETTINGS {
             assert!(!setting.commands.is_empty(), "{:?}", setting.key);
             for var in setting.vars {
-                assert!(var.starts_with("COVERALLS_"), "{var}");
+                assert!(
+                    var.starts_with(PREFIX),
+                    "{var}: Values reads {PREFIX}* alone"
+                );
                 assert!(vars.insert(*var), "{var} belongs to two settings");
             }
             assert!(!setting.help.is_empty(), "{:?}", setting.key);
