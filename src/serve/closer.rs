@@ -21,7 +21,7 @@ use crate::client::{self, Build, Failed, Webhook};
 pub const ATTEMPTS_AT_ONCE: usize = 16;
 /// While an endpoint fails: the least time between two probes of it.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
-/// How often the store is read for due rows when nothing else wakes the closer.
+/// How often the store is read for due rows, however busy the closer is otherwise.
 const TICK: Duration = Duration::from_millis(500);
 /// Rows read from the store at a time.
 const BATCH: usize = 256;
@@ -161,11 +161,15 @@ impl Closer {
             let _ = stopping.wait_for(|stopping| *stopping).await;
         });
         let mut pruned = Instant::now() - PRUNE_EVERY;
+        // One clock for the whole loop: a sleep made afresh each time round would never end
+        // while deliveries keep coming, and the rows only the scan finds would wait forever.
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 Some(submission) = submitted.recv() => self.submitted(submission).await,
                 Some(finished) = self.finished.1.recv() => self.ended(finished).await,
-                () = tokio::time::sleep(TICK) => self.scan().await,
+                _ = tick.tick() => self.scan().await,
                 () = &mut stop => break,
             }
             if pruned.elapsed() >= PRUNE_EVERY {

@@ -207,8 +207,7 @@ fn send(
 ) -> Vec<(String, u16, serde_json::Value)> {
     let mut answers = Vec::new();
     while let Some(workflow) = workflows.get(next.fetch_add(1, Ordering::SeqCst)) {
-        let body = workflow_event(&format!("event-{workflow}"), workflow, SLUG);
-        match receiver.try_circleci(SECRET, "workflow-completed", &body) {
+        match receiver.try_circleci(SECRET, "workflow-completed", &body(workflow)) {
             Ok((status, answer)) => answers.push((workflow.clone(), status, answer)),
             Err(error) => {
                 let log = receiver.log();
@@ -313,6 +312,11 @@ fn deliveries(state_file: &Path, args: &[&str]) -> String {
         output.status
     );
     String::from_utf8(output.stdout).unwrap()
+}
+
+/// A signed CircleCI delivery's body for `workflow` (the same event id each time).
+fn body(workflow: &str) -> Vec<u8> {
+    workflow_event(&format!("event-{workflow}"), workflow, SLUG)
 }
 
 fn state_var(state_file: &Path) -> (&'static str, &str) {
@@ -427,7 +431,7 @@ fn a_delivery_committed_then_unanswered_at_a_crash_is_closed_after_the_restart()
     let state = tempfile::tempdir().unwrap();
     let state_file = state.path().join("state.sqlite3");
     let mut receiver = aborting_at(&coveralls, &state_file, "after-commit", &[]);
-    let body = workflow_event("event-unanswered", "wf-unanswered", SLUG);
+    let body = body("wf-unanswered");
     let answer = receiver.try_circleci(SECRET, "workflow-completed", &body);
     assert!(answer.is_err(), "a crash answers nothing: {answer:?}");
     assert_aborted(&mut receiver, "after-commit");
@@ -459,7 +463,7 @@ fn a_close_sent_but_not_recorded_at_a_crash_is_sent_again_after_the_restart() {
     let state_file = state.path().join("state.sqlite3");
     let at_once = [("COVERALLS_FINISH_ANSWER_WAIT", "0s")];
     let mut receiver = aborting_at(&coveralls, &state_file, "after-attempt", &at_once);
-    let body = workflow_event("event-sent-twice", "wf-sent-twice", SLUG);
+    let body = body("wf-sent-twice");
     let (status, answer) = receiver.circleci(SECRET, "workflow-completed", &body);
     assert_eq!((status, &answer["queued"]), (202, &true.into()), "{answer}");
     assert_aborted(&mut receiver, "after-attempt");
@@ -476,4 +480,50 @@ fn a_close_sent_but_not_recorded_at_a_crash_is_sent_again_after_the_restart() {
     let listed = deliveries(&state_file, &[]);
     assert_eq!(listed.trim(), "no deliveries pending or failed");
     assert_closed(&receiver, &coveralls, &body);
+}
+
+#[test]
+fn closes_pending_at_a_kill_are_resumed_while_new_deliveries_keep_coming() {
+    let state = tempfile::tempdir().unwrap();
+    let state_file = state.path().join("state.sqlite3");
+    let old = pending_at_a_kill(&state_file, 20);
+    // Started again: a delivery every tenth of a second, as a busy CI sends them.
+    let coveralls = Server::start(vec![json(200, CLOSED)]);
+    let receiver = Receiver::in_front_of(&coveralls, &[state_var(&state_file)]);
+    let started = Instant::now();
+    let missing = |closed: &[String]| old.iter().filter(|w| !closed.contains(w)).count();
+    let mut new = 0;
+    while missing(&builds(&coveralls.requests())) > 0 && started.elapsed() < Duration::from_secs(5)
+    {
+        let workflow = format!("wf-new-{new}");
+        let (status, answer) = receiver.circleci(SECRET, "workflow-completed", &body(&workflow));
+        assert_eq!(status, 200, "{answer}");
+        new += 1;
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        missing(&builds(&coveralls.requests())),
+        0,
+        "closes pending from before the kill, still not resumed after {:?} of steady \
+         deliveries ({new} new ones closed)",
+        started.elapsed()
+    );
+}
+
+/// `count` closes left pending in the state file by a receiver killed while Coveralls never
+/// answered: their workflows.
+fn pending_at_a_kill(state_file: &Path, count: usize) -> Vec<String> {
+    let stalled = Server::start(vec![Reply::Stall]);
+    let at_once = ("COVERALLS_FINISH_ANSWER_WAIT", "0s");
+    let mut receiver = Receiver::in_front_of(&stalled, &[state_var(state_file), at_once]);
+    let old: Vec<String> = (0..count).map(|i| format!("wf-old-{i}")).collect();
+    for workflow in &old {
+        let (status, answer) = receiver.circleci(SECRET, "workflow-completed", &body(workflow));
+        assert_eq!(status, 202, "{answer}");
+    }
+    signal(&receiver, "-KILL");
+    let status = receiver.exit_status(Duration::from_secs(5));
+    assert_eq!(status.and_then(|s| s.signal()), Some(9));
+    assert_eq!(pending(state_file).len(), count);
+    old
 }
