@@ -510,6 +510,32 @@ fn closes_pending_at_a_kill_are_resumed_while_new_deliveries_keep_coming() {
     );
 }
 
+#[test]
+#[ignore = "fails: the closer starts pending closes from the store only at its half-second \
+            tick, 16 at a time; see the crash-test report"]
+fn closes_pending_at_a_restart_are_sent_as_fast_as_places_free_up() {
+    const PENDING: usize = 160;
+    let state = tempfile::tempdir().unwrap();
+    let state_file = state.path().join("state.sqlite3");
+    pending_at_a_kill(&state_file, PENDING);
+    let delay = Duration::from_millis(100);
+    let coveralls = Server::start(vec![Reply::Slow(delay, Box::new(json(200, CLOSED)))]);
+    let started = Instant::now();
+    let receiver = Receiver::in_front_of(&coveralls, &[state_var(&state_file)]);
+    let at_once = attempts_at_once(&receiver);
+    receiver.wait_until_nothing_pending(Duration::from_secs(20));
+    let took = started.elapsed();
+    assert_eq!(coveralls.requests().len(), PENDING);
+    // Waves of `at_once` closes, each as long as Coveralls takes to answer: a second in all
+    // here. Allowed two and a half times that; a wave each tick (500 ms) takes five.
+    let waves = PENDING.div_ceil(at_once) as u32;
+    assert!(
+        took < delay * waves * 5 / 2,
+        "{PENDING} pending closes took {took:?} to send, {at_once} at a time, with \
+         Coveralls answering in {delay:?}"
+    );
+}
+
 /// `count` closes left pending in the state file by a receiver killed while Coveralls never
 /// answered: their workflows.
 fn pending_at_a_kill(state_file: &Path, count: usize) -> Vec<String> {
