@@ -132,6 +132,8 @@ pub struct Closer {
     /// Submitted rows waiting for a place, first come first served.
     backlog: VecDeque<Row>,
     endpoints: HashMap<String, Endpoint>,
+    /// The last scan left due rows for want of a place.
+    more_due: bool,
     finished: (
         mpsc::UnboundedSender<Finished>,
         mpsc::UnboundedReceiver<Finished>,
@@ -148,6 +150,7 @@ impl Closer {
             in_flight: HashMap::new(),
             backlog: VecDeque::new(),
             endpoints: HashMap::new(),
+            more_due: false,
             finished: mpsc::unbounded_channel(),
         }
     }
@@ -233,15 +236,18 @@ impl Closer {
                 return;
             }
         };
+        self.more_due = false;
         for row in due {
+            let id = row.id;
+            if self.in_flight.contains_key(&id) {
+                continue;
+            }
             if self.places.available_permits() == 0 {
+                self.more_due = true;
                 break;
             }
-            let id = row.id;
-            if !self.in_flight.contains_key(&id) {
-                if let Start::Started = self.try_attempt(row).await {
-                    self.in_flight.entry(id).or_default();
-                }
+            if let Start::Started = self.try_attempt(row).await {
+                self.in_flight.entry(id).or_default();
             }
         }
     }
@@ -320,6 +326,10 @@ impl Closer {
             self.release(&finished.endpoint).await;
         }
         self.start_backlog().await;
+        // A place still free: the next of the due rows a scan had to leave, not the next tick.
+        if self.more_due && self.places.available_permits() > 0 {
+            self.scan().await;
+        }
     }
 
     /// Every pending close to an endpoint that answers again is due now.

@@ -511,8 +511,6 @@ fn closes_pending_at_a_kill_are_resumed_while_new_deliveries_keep_coming() {
 }
 
 #[test]
-#[ignore = "fails: the closer starts pending closes from the store only at its half-second \
-            tick, 16 at a time; see the crash-test report"]
 fn closes_pending_at_a_restart_are_sent_as_fast_as_places_free_up() {
     const PENDING: usize = 160;
     let state = tempfile::tempdir().unwrap();
