@@ -21,7 +21,7 @@ use crate::client::{self, Build, Failed, Webhook};
 pub const ATTEMPTS_AT_ONCE: usize = 16;
 /// While an endpoint fails: the least time between two probes of it.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
-/// How often the store is read for due rows when nothing else wakes the closer.
+/// How often the store is read for due rows, however busy the closer is otherwise.
 const TICK: Duration = Duration::from_millis(500);
 /// Rows read from the store at a time.
 const BATCH: usize = 256;
@@ -132,6 +132,8 @@ pub struct Closer {
     /// Submitted rows waiting for a place, first come first served.
     backlog: VecDeque<Row>,
     endpoints: HashMap<String, Endpoint>,
+    /// The last scan left due rows for want of a place.
+    more_due: bool,
     finished: (
         mpsc::UnboundedSender<Finished>,
         mpsc::UnboundedReceiver<Finished>,
@@ -148,6 +150,7 @@ impl Closer {
             in_flight: HashMap::new(),
             backlog: VecDeque::new(),
             endpoints: HashMap::new(),
+            more_due: false,
             finished: mpsc::unbounded_channel(),
         }
     }
@@ -161,11 +164,15 @@ impl Closer {
             let _ = stopping.wait_for(|stopping| *stopping).await;
         });
         let mut pruned = Instant::now() - PRUNE_EVERY;
+        // One clock for the whole loop: a sleep made afresh each time round would never end
+        // while deliveries keep coming, and the rows only the scan finds would wait forever.
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 Some(submission) = submitted.recv() => self.submitted(submission).await,
                 Some(finished) = self.finished.1.recv() => self.ended(finished).await,
-                () = tokio::time::sleep(TICK) => self.scan().await,
+                _ = tick.tick() => self.scan().await,
                 () = &mut stop => break,
             }
             if pruned.elapsed() >= PRUNE_EVERY {
@@ -229,15 +236,18 @@ impl Closer {
                 return;
             }
         };
+        self.more_due = false;
         for row in due {
+            let id = row.id;
+            if self.in_flight.contains_key(&id) {
+                continue;
+            }
             if self.places.available_permits() == 0 {
+                self.more_due = true;
                 break;
             }
-            let id = row.id;
-            if !self.in_flight.contains_key(&id) {
-                if let Start::Started = self.try_attempt(row).await {
-                    self.in_flight.entry(id).or_default();
-                }
+            if let Start::Started = self.try_attempt(row).await {
+                self.in_flight.entry(id).or_default();
             }
         }
     }
@@ -316,6 +326,10 @@ impl Closer {
             self.release(&finished.endpoint).await;
         }
         self.start_backlog().await;
+        // A place still free: the next of the due rows a scan had to leave, not the next tick.
+        if self.more_due && self.places.available_permits() > 0 {
+            self.scan().await;
+        }
     }
 
     /// Every pending close to an endpoint that answers again is due now.

@@ -9,6 +9,8 @@ mod support;
 mod attack;
 mod circleci;
 mod closes;
+#[cfg(unix)]
+mod crash;
 mod load;
 mod magnum;
 mod projects;

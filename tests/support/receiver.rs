@@ -166,17 +166,27 @@ impl Receiver {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> (u16, serde_json::Value) {
+        self.try_post(path, headers, body).unwrap()
+    }
+
+    /// The same, or the error where no answer came (the receiver is gone: a crash test).
+    pub fn try_post(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(u16, serde_json::Value), ureq::Error> {
         let mut request = self.agent.post(&format!("{}{path}", self.url));
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let mut response = request.send(body).unwrap();
+        let mut response = request.send(body)?;
         let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string().unwrap();
-        (
+        let text = response.body_mut().read_to_string()?;
+        Ok((
             status,
             serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
-        )
+        ))
     }
 
     /// Requests the receiver is answering, this one included, as `/healthz` says.

@@ -7,8 +7,18 @@ use super::sign::sign;
 impl Receiver {
     /// A CircleCI delivery of `body`, of type `event`, signed with `secret`.
     pub fn circleci(&self, secret: &str, event: &str, body: &[u8]) -> (u16, serde_json::Value) {
+        self.try_circleci(secret, event, body).unwrap()
+    }
+
+    /// The same, or the error where no answer came.
+    pub fn try_circleci(
+        &self,
+        secret: &str,
+        event: &str,
+        body: &[u8],
+    ) -> Result<(u16, serde_json::Value), ureq::Error> {
         let signature = format!("v1={}", sign(secret, body));
-        self.post(
+        self.try_post(
             "/circleci",
             &[
                 ("content-type", "application/json"),
