@@ -23,6 +23,9 @@ pub const ATTEMPTS_AT_ONCE: usize = 16;
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// How often the store is read for due rows, however busy the closer is otherwise.
 const TICK: Duration = Duration::from_millis(500);
+/// A row this receiver recorded this recently (milliseconds), and not attempted yet, is its
+/// delivery's to submit: a scan leaves it, so that the two never start one close twice.
+const FRESH_MS: i64 = 2_000;
 /// Rows read from the store at a time.
 const BATCH: usize = 256;
 /// Submitted rows that wait for a place, at most; past that, they wait in the store.
@@ -131,6 +134,12 @@ pub struct Closer {
     in_flight: HashMap<i64, Vec<oneshot::Sender<Outcome>>>,
     /// Submitted rows waiting for a place, first come first served.
     backlog: VecDeque<Row>,
+    /// When this receiver started (milliseconds since the epoch): no delivery of its own is
+    /// on its way for a row recorded before.
+    started: i64,
+    /// Who waits for an attempt at a row that has not started yet (a duplicate's delivery
+    /// that came before the first's submission): moved to `in_flight` when it starts.
+    watchers: HashMap<i64, Vec<oneshot::Sender<Outcome>>>,
     endpoints: HashMap<String, Endpoint>,
     /// The last scan left due rows for want of a place.
     more_due: bool,
@@ -149,6 +158,8 @@ impl Closer {
             places: Arc::new(Semaphore::new(ATTEMPTS_AT_ONCE)),
             in_flight: HashMap::new(),
             backlog: VecDeque::new(),
+            watchers: HashMap::new(),
+            started: now_ms(),
             endpoints: HashMap::new(),
             more_due: false,
             finished: mpsc::unbounded_channel(),
@@ -205,8 +216,11 @@ impl Closer {
             return;
         }
         if !start {
-            let why = "a close of this build is pending".to_owned();
-            let _ = answer.send(Outcome::Queued { why });
+            // Its delivery's own submission may still be on its way: wait for the attempt it
+            // starts (the answer gives up at its wait), rather than say "queued" too soon.
+            let watching = self.watchers.entry(row.id).or_default();
+            watching.retain(|answer| !answer.is_closed());
+            watching.push(answer);
             return;
         }
         let id = row.id;
@@ -214,10 +228,10 @@ impl Closer {
             why: why.to_owned(),
         };
         match self.try_attempt(row.clone()).await {
-            Start::Started => self.in_flight.entry(id).or_default().push(answer),
+            Start::Started => self.waiting(id).push(answer),
             Start::Busy if self.backlog.len() < MAX_BACKLOG => {
                 self.backlog.push_back(row);
-                self.in_flight.entry(id).or_default().push(answer);
+                self.waiting(id).push(answer);
             }
             Start::Busy => drop(answer.send(queued("every place to close in is taken"))),
             Start::Paced => drop(answer.send(queued("Coveralls is failing; tried again soon"))),
@@ -228,7 +242,10 @@ impl Closer {
     /// The backlog first, then the rows due in the store, as far as places and pacing allow.
     async fn scan(&mut self) {
         self.start_backlog().await;
-        let due = match self.store.due(now_ms(), BATCH) {
+        // Fresh: recorded by this receiver since it started, within FRESH of now.
+        let now = now_ms();
+        let fresh_from = (now - FRESH_MS).max(self.started);
+        let due = match self.store.due(now, fresh_from, BATCH) {
             Ok(due) => due,
             Err(error) => {
                 self.app
@@ -247,9 +264,22 @@ impl Closer {
                 break;
             }
             if let Start::Started = self.try_attempt(row).await {
-                self.in_flight.entry(id).or_default();
+                self.waiting(id);
             }
         }
+        // Watchers of rows that no attempt started for in time have given up.
+        self.watchers.retain(|_, watching| {
+            watching.retain(|answer| !answer.is_closed());
+            !watching.is_empty()
+        });
+    }
+
+    /// Who waits for the attempt at `id`, now under way or in the backlog: its watchers too.
+    fn waiting(&mut self, id: i64) -> &mut Vec<oneshot::Sender<Outcome>> {
+        let watchers = self.watchers.remove(&id).unwrap_or_default();
+        let waiting = self.in_flight.entry(id).or_default();
+        waiting.extend(watchers);
+        waiting
     }
 
     /// Start what waits in the backlog, while there are places.

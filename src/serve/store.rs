@@ -249,14 +249,15 @@ impl Store {
         self.reader.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Pending rows due at `now`, oldest first, at most `limit`.
-    pub fn due(&self, now: i64, limit: usize) -> Result<Vec<Row>, Error> {
+    /// Pending rows due at `now`, oldest first, at most `limit`; but not those received
+    /// after `fresh_from` and not attempted yet.
+    pub fn due(&self, now: i64, fresh_from: i64, limit: usize) -> Result<Vec<Row>, Error> {
         let reader = self.read();
         select(
             &reader,
-            "WHERE state = 'pending' AND next_attempt_at <= ?1 ORDER BY next_attempt_at, id \
-             LIMIT ?2",
-            params![now, limit as i64],
+            "WHERE state = 'pending' AND next_attempt_at <= ?1 \
+             AND (attempts > 0 OR received_at <= ?3) ORDER BY next_attempt_at, id LIMIT ?2",
+            params![now, limit as i64, fresh_from],
         )
         .map_err(|err| self.failed("reading due deliveries", &err))
     }
@@ -794,7 +795,7 @@ mod tests {
         let [closed, retried, failed] =
             ["1", "2", "3"].map(|build| new_id(block_on(store.record(delivery(build, "")))));
         let now = now_ms();
-        assert_eq!(store.due(now, 10).unwrap().len(), 3);
+        assert_eq!(store.due(now, now, 10).unwrap().len(), 3);
         let url = "https://coveralls.io/builds/1".to_owned() + &"x".repeat(2000);
         let settled = [
             (
@@ -821,9 +822,14 @@ mod tests {
         for (id, outcome) in settled {
             block_on(store.settle(id, outcome)).unwrap();
         }
-        assert!(store.due(now, 10).unwrap().is_empty());
-        assert!(store.due(now + 59_999, 10).unwrap().is_empty());
-        let later = store.due(now + 60_000, 10).unwrap();
+        assert!(store.due(now, now, 10).unwrap().is_empty());
+        assert!(
+            store
+                .due(now + 59_999, now + 59_999, 10)
+                .unwrap()
+                .is_empty()
+        );
+        let later = store.due(now + 60_000, now + 60_000, 10).unwrap();
         assert_eq!(later.len(), 1);
         assert_eq!((later[0].id, later[0].attempts), (retried, 1));
         assert_eq!(later[0].last_error.as_deref(), Some("503"));
@@ -838,6 +844,27 @@ mod tests {
             kept.chars().count(),
             MAX_TEXT + 1,
             "a long url is cut short"
+        );
+    }
+
+    #[test]
+    fn a_fresh_row_not_attempted_yet_is_left_to_its_delivery() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.sqlite3"), "--state").unwrap();
+        let id = new_id(block_on(store.record(delivery("1", ""))));
+        let now = now_ms();
+        let fresh = now - 2_000;
+        assert!(store.due(now, fresh, 10).unwrap().is_empty());
+        assert_eq!(store.due(now + 2_001, now + 1, 10).unwrap()[0].id, id);
+        let retry = Settle::Retry {
+            error: "503".into(),
+            next: now,
+        };
+        block_on(store.settle(id, retry)).unwrap();
+        assert_eq!(
+            store.due(now, fresh, 10).unwrap()[0].id,
+            id,
+            "attempted: due"
         );
     }
 

@@ -520,9 +520,11 @@ fn an_abort_at_a_failpoint_ends_the_receiver_at_once() {
     ignore = "failpoints are compiled into debug builds only"
 )]
 fn a_failpoint_that_does_not_exist_stops_it_at_start() {
+    let state = tempfile::tempdir().unwrap();
     let output = binary()
         .env("CIRCLECI_WEBHOOK_SECRET", SECRET)
         .env("COVERALLS_REPO_TOKEN", "a-token-for-this-test")
+        .env("COVERALLS_FINISH_STATE", state.path().join("state.sqlite3"))
         .env("COVERALLS_FINISH_FAILPOINTS", "panic-in-close,after-lunch")
         .arg("serve")
         .output()
