@@ -377,8 +377,9 @@ pub fn connect(path: &Path, named: &str, create: bool) -> Result<Connection, Err
         connection.busy_timeout(BUSY_TIMEOUT)?;
         // Read before any change: a file that is not SQLite fails here, untouched.
         let _: i64 = connection.query_row("PRAGMA schema_version", [], |row| row.get(0))?;
-        // Per connection: a commit is on the disk before it returns.
-        connection.execute_batch("PRAGMA synchronous = FULL")
+        // Per connection: a commit is on the disk before it returns; and no temporary files
+        // (a container's image has no writable /tmp).
+        connection.execute_batch("PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY")
     };
     setup().map_err(|err| unusable(path, named, &not_sqlite(&err)))?;
     Ok(connection)
