@@ -426,3 +426,65 @@ fn a_close_that_keeps_failing_is_given_up_after_retry_for_and_listed() {
     let attempts = listed[0]["attempts"].as_u64().unwrap();
     assert_eq!(attempts, coveralls.requests().len() as u64);
 }
+
+#[cfg(unix)]
+#[test]
+fn a_pending_close_whose_project_is_gone_after_a_restart_is_failed_not_sent_elsewhere() {
+    let state = tempfile::tempdir().unwrap();
+    let file = state.path().join("state.sqlite3");
+    let state_var = ("COVERALLS_FINISH_STATE", file.to_str().unwrap());
+    let two = r#"
+        [[project]]
+        name = "api"
+        circleci_slug = "gh/acme/api"
+        repo_token = "api-token-of-some-length"
+        [[project]]
+        name = "web"
+        circleci_slug = "gh/acme/web"
+        repo_token = "web-token-of-some-length"
+    "#;
+    let down = Server::start(vec![json(503, r#"{"error":"down"}"#)]);
+    let mut receiver = Receiver::with_projects(
+        &down,
+        two,
+        &[state_var, ("CIRCLECI_WEBHOOK_SECRET", SECRET)],
+    );
+    let body = workflow_event("e-api", "wf-api", "gh/acme/api");
+    assert_eq!(
+        receiver.circleci(SECRET, "workflow-completed", &body).0,
+        202
+    );
+    crate::signal(&receiver, "-TERM");
+    assert_eq!(receiver.wait(Duration::from_secs(10)), Some(0));
+
+    let coveralls = Server::start(vec![json(200, CLOSED)]);
+    let only_web = r#"
+        [[project]]
+        name = "web"
+        circleci_slug = "gh/acme/web"
+        repo_token = "web-token-of-some-length"
+    "#;
+    let restarted = Receiver::with_projects(
+        &coveralls,
+        only_web,
+        &[state_var, ("CIRCLECI_WEBHOOK_SECRET", SECRET)],
+    );
+    let started = Instant::now();
+    while restarted.health()["failed"] != 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            restarted.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        coveralls.requests().is_empty(),
+        "never closed against another project"
+    );
+    let (_, listed, _) = deliveries(&file, &["--json"]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed[0]["project"], "api");
+    let error = listed[0]["last_error"].as_str().unwrap();
+    assert_eq!(error, "project api is no longer configured; not closed");
+}
