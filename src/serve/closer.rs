@@ -80,7 +80,8 @@ impl Handle {
         self.send(row, true)
     }
 
-    /// The outcome of the attempt under way at `row`, if one is; else `Queued` at once.
+    /// The outcome of the attempt at `row` that is under way, or that its own delivery's
+    /// submission is about to start; none if no attempt starts (the caller's wait ends it).
     pub fn watch(&self, row: Row) -> oneshot::Receiver<Outcome> {
         self.send(row, false)
     }
@@ -174,7 +175,8 @@ impl Closer {
         let mut stop = std::pin::pin!(async move {
             let _ = stopping.wait_for(|stopping| *stopping).await;
         });
-        let mut pruned = Instant::now() - PRUNE_EVERY;
+        // Not `now - PRUNE_EVERY`: a machine up for less than that has no such instant.
+        let mut pruned: Option<Instant> = None;
         // One clock for the whole loop: a sleep made afresh each time round would never end
         // while deliveries keep coming, and the rows only the scan finds would wait forever.
         let mut tick = tokio::time::interval(TICK);
@@ -186,8 +188,8 @@ impl Closer {
                 _ = tick.tick() => self.scan().await,
                 () = &mut stop => break,
             }
-            if pruned.elapsed() >= PRUNE_EVERY {
-                pruned = Instant::now();
+            if pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                pruned = Some(Instant::now());
                 self.prune().await;
             }
         }

@@ -81,7 +81,8 @@ async fn accept(
         // Pending: the answer of the attempt under way, if one is, as the first delivery's.
         Ok(Recorded::Duplicate(row)) if row.state == State::Pending => {
             let outcome = app.closer.watch(row.clone());
-            let reply = wait(app, &row, outcome, deadline, log).await;
+            let pending = "a close of this build is pending";
+            let reply = wait(app, &row, outcome, deadline, pending, log).await;
             return duplicate(reply, &row, log);
         }
         Ok(Recorded::Duplicate(row)) => {
@@ -95,15 +96,18 @@ async fn accept(
             return Reply::error(503, why);
         }
     };
-    wait(app, &row, outcome, deadline, log).await
+    let pending = "the first attempt is still under way";
+    wait(app, &row, outcome, deadline, pending, log).await
 }
 
-/// The answer once `outcome` is known, or `queued` when the answer may wait no longer.
+/// The answer once `outcome` is known, or `queued` (`pending` says why) when the answer may
+/// wait no longer.
 async fn wait(
     app: &App,
     row: &Row,
     outcome: tokio::sync::oneshot::Receiver<Outcome>,
     deadline: Instant,
+    pending: &str,
     log: &mut LogFields,
 ) -> Reply {
     let wait = app
@@ -114,7 +118,7 @@ async fn wait(
     let outcome = match tokio::time::timeout(wait, outcome).await {
         Ok(Ok(outcome)) => outcome,
         _ => Outcome::Queued {
-            why: "the first attempt is still under way".to_owned(),
+            why: pending.to_owned(),
         },
     };
     answer(app, row, outcome, log)
