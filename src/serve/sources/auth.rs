@@ -27,39 +27,66 @@ impl Signature {
     /// downgrade to something weaker), compared in constant time with the HMAC of the raw
     /// body, computed once. A header too long to be honest is refused before any HMAC.
     pub fn verify(&self, secret: &[u8], body: &[u8], value: Option<&str>) -> Result<(), Reply> {
-        let header = self.header;
-        let Some(value) = value else {
-            return Err(Reply::error(401, format!("missing {header} header")));
-        };
-        if value.len() > MAX_SIGNATURE_HEADER {
-            return Err(Reply::error(
-                400,
-                format!("{header} is over {MAX_SIGNATURE_HEADER} bytes"),
-            ));
-        }
         let prefix = format!("{}=", self.scheme);
-        let candidates: Vec<&str> = value
-            .split(',')
-            .filter_map(|part| part.trim().strip_prefix(prefix.as_str()))
-            .take(MAX_SIGNATURES)
-            .collect();
-        if candidates.is_empty() {
-            let why = format!("{header} has no {} signature", self.scheme);
-            return Err(Reply::error(401, why));
-        }
-        let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), body);
-        let matches = candidates
-            .iter()
-            .filter_map(|hex| decode_hex(hex))
-            .any(|candidate| bool::from(candidate.as_slice().ct_eq(tag.as_ref())));
-        match matches {
+        let candidates = entries(self.header, value, ',', &prefix, self.scheme)?;
+        let candidates = candidates.iter().map(|hex| decode_hex(hex));
+        match matches(secret, &[body], candidates) {
             true => Ok(()),
-            false => Err(Reply::error(
-                401,
-                format!("{header} does not match the body"),
-            )),
+            false => Err(no_match(self.header)),
         }
     }
+}
+
+/// The entries of a signature header `value` that start with `prefix` (at most
+/// [`MAX_SIGNATURES`], `prefix` removed), the header's entries separated by `separator`: a
+/// missing header, or one with no such entry, is 401; one too long to be honest, 400.
+fn entries<'a>(
+    header: &str,
+    value: Option<&'a str>,
+    separator: char,
+    prefix: &str,
+    scheme: &str,
+) -> Result<Vec<&'a str>, Reply> {
+    let Some(value) = value else {
+        return Err(Reply::error(401, format!("missing {header} header")));
+    };
+    if value.len() > MAX_SIGNATURE_HEADER {
+        return Err(Reply::error(
+            400,
+            format!("{header} is over {MAX_SIGNATURE_HEADER} bytes"),
+        ));
+    }
+    let candidates: Vec<&str> = value
+        .split(separator)
+        .filter_map(|part| part.trim().strip_prefix(prefix))
+        .take(MAX_SIGNATURES)
+        .collect();
+    if candidates.is_empty() {
+        let why = format!("{header} has no {scheme} signature");
+        return Err(Reply::error(401, why));
+    }
+    Ok(candidates)
+}
+
+/// Whether one of `candidates` (each decoded, where it could be) is the HMAC-SHA256 of
+/// `message`'s parts one after another, keyed with `key`: computed once, compared in
+/// constant time.
+fn matches(
+    key: &[u8],
+    message: &[&[u8]],
+    candidates: impl Iterator<Item = Option<Vec<u8>>>,
+) -> bool {
+    let mut context = hmac::Context::with_key(&hmac::Key::new(hmac::HMAC_SHA256, key));
+    for part in message {
+        context.update(part);
+    }
+    let tag = context.sign();
+    let mut candidates = candidates.flatten();
+    candidates.any(|candidate| bool::from(candidate.as_slice().ct_eq(tag.as_ref())))
+}
+
+fn no_match(header: &str) -> Reply {
+    Reply::error(401, format!("{header} does not match the body"))
 }
 
 /// The 32 bytes of an HMAC-SHA256 written in hex, either case.
