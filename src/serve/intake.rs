@@ -143,6 +143,9 @@ fn settled(row: &Row) -> Outcome {
 /// The answer to a recorded delivery, from the outcome of its first attempt.
 fn answer(app: &App, row: &Row, outcome: Outcome, log: &mut LogFields) -> Reply {
     let mut body = json!({ "id": row.id, "project": row.project, "build_num": row.build });
+    if !row.attempt.is_empty() {
+        body["attempt"] = json!(row.attempt);
+    }
     let status = match outcome {
         Outcome::Closed { url, jobs } => {
             let shown = jobs.map_or("?".into(), |jobs| jobs.to_string());

@@ -98,6 +98,7 @@ struct Entry {
     circleci_slug: Option<String>,
     circleci_project_id: Option<String>,
     magnum_project_id: Option<Id>,
+    github_repository: Option<String>,
     repo_token: Option<String>,
     repo_token_env: Option<String>,
     #[serde(default)]
@@ -136,6 +137,7 @@ impl Entry {
             "circleci_slug" => self.circleci_slug.clone(),
             "circleci_project_id" => self.circleci_project_id.clone(),
             "magnum_project_id" => self.magnum_project_id.as_ref().map(Id::text),
+            "github_repository" => self.github_repository.clone(),
             _ => None,
         }
     }
@@ -173,6 +175,9 @@ impl Settings {
             return Err(Error::config(format!(
                 "{none}: with no secret a source stays off, so there would be nothing to receive"
             )));
+        }
+        for source in SOURCES.iter().filter(|source| off(source).is_none()) {
+            source.check(&settings).map_err(Error::config)?;
         }
         Ok(settings)
     }
@@ -403,6 +408,14 @@ fn project(
         return Err(at("name", "another project has this name"));
     }
     let ids = ids(&entry, seen, at)?;
+    if entry.github_repository.is_some() && entry.workflows.is_empty() {
+        return Err(at(
+            "workflows",
+            "missing; a GitHub project must name the workflows whose runs close its build (by \
+             name, or by path such as .github/workflows/test.yml), since a repository's webhook \
+             reports the runs of every workflow",
+        ));
+    }
     let service = match &entry.endpoint {
         Some(endpoint) => {
             with_endpoint(service, endpoint).map_err(|e| at("endpoint", e.message()))?

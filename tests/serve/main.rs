@@ -11,6 +11,7 @@ mod circleci;
 mod closes;
 #[cfg(unix)]
 mod crash;
+mod github;
 mod load;
 mod magnum;
 mod projects;

@@ -126,7 +126,7 @@ fn bad_receiver_settings_stop_it_at_start() {
         (
             vec![],
             &[("COVERALLS_REPO_TOKEN", TOKEN)],
-            "neither CIRCLECI_WEBHOOK_SECRET nor MAGNUM_HOOK_SECRET is set",
+            "none of CIRCLECI_WEBHOOK_SECRET, MAGNUM_HOOK_SECRET or GITHUB_WEBHOOK_SECRET is set",
         ),
         (
             vec![],

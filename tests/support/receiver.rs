@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::{Server, binary};
 pub use raw::{Raw, head, resident_kib};
-pub use senders::{fixture, workflow_event};
+pub use senders::{fixture, github_delivery, workflow_event, workflow_run};
 pub use sign::sign;
 
 /// The secrets the usual receiver is started with.

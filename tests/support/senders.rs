@@ -1,5 +1,6 @@
 //! What each source's CI sends, as the tests send it to a [`Receiver`]: a signed CircleCI
-//! delivery, a Magnum CI hook with its secret in the URL, and the events they carry.
+//! delivery, a Magnum CI hook with its secret in the URL, a signed GitHub delivery, and the
+//! events they carry.
 
 use super::Receiver;
 use super::sign::sign;
@@ -41,6 +42,44 @@ impl Receiver {
             .finish();
         self.post(&format!("/magnum?{query}"), headers, body)
     }
+}
+
+impl Receiver {
+    /// A GitHub delivery of `body` as JSON, event `event`, signed with `secret`; its
+    /// `X-GitHub-Delivery` is the body's own, as a redelivery's would be.
+    pub fn github(&self, secret: &str, event: &str, body: &[u8]) -> (u16, serde_json::Value) {
+        let signature = format!("sha256={}", sign(secret, body));
+        let delivery = github_delivery(body);
+        let headers = [
+            ("content-type", "application/json"),
+            ("x-github-event", event),
+            ("x-github-delivery", delivery.as_str()),
+            ("x-hub-signature-256", signature.as_str()),
+            ("user-agent", "GitHub-Hookshot/5f6a3b2"),
+        ];
+        self.post("/github", &headers, body)
+    }
+}
+
+/// A GUID for a GitHub delivery of `body`, the same for the same body.
+pub fn github_delivery(body: &[u8]) -> String {
+    let hex = sign("delivery", body);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// The completed `workflow_run` fixture, changed by `edit`: another run, attempt, workflow…
+pub fn workflow_run(edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    let mut event: serde_json::Value =
+        serde_json::from_slice(&fixture("github_workflow_run_completed.json")).unwrap();
+    edit(&mut event);
+    serde_json::to_vec(&event).unwrap()
 }
 
 /// A fixture from `tests/fixtures/`.

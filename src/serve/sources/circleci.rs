@@ -3,11 +3,10 @@
 
 use hyper::http::request::Parts;
 use serde::Deserialize;
-use serde_json::json;
 
 use super::auth::Signature;
 use super::{IdKey, LogFields, Project, Reply, Settings, Source, Var, Verdict};
-use super::{close, field, header, secret, wanted};
+use super::{close, field, header, pong, secret, wanted};
 
 pub struct CircleCi;
 
@@ -139,10 +138,7 @@ impl CircleCi {
             ));
         }
         match kind {
-            "ping" => Ok(Verdict::Answer(Reply::new(
-                200,
-                json!({"ok": true, "event": "ping"}),
-            ))),
+            "ping" => Ok(pong()),
             "workflow-completed" => self.workflow_completed(settings, &event),
             "job-completed" => self.job_completed(settings, &event),
             other => Ok(Verdict::Answer(Reply::ignored(format!(

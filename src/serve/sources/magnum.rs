@@ -1,14 +1,13 @@
 //! `POST /magnum?secret=…`: Magnum CI build hooks. Magnum CI signs nothing, so the hook URL
 //! carries a shared secret; the JSON comes as the raw body or as the form field `payload`.
 
-use hyper::header::CONTENT_TYPE;
 use hyper::http::request::Parts;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::auth::SharedSecret;
 use super::{IdKey, LogFields, Reply, Settings, Source, Var, Verdict};
-use super::{close, field, header, secret, wanted};
+use super::{close, field, payload, secret, wanted};
 
 pub struct Magnum;
 
@@ -89,9 +88,7 @@ impl Magnum {
         let given = given.as_ref().map(|(_, value)| value.as_bytes());
         HOOK_SECRET.verify(secret.expose().as_bytes(), given)?;
         log.event = Some("build".to_owned());
-        let is_form = header(parts, CONTENT_TYPE.as_str())
-            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-        let hook = parse(body, is_form)?;
+        let hook: Hook = payload(parts, body, "Magnum CI hook")?;
         log.id = hook.id.as_ref().and_then(text);
         let (Some(project_id), Some(number)) = (text(&hook.project_id), text(&hook.number)) else {
             return Err(Reply::error(
@@ -111,25 +108,6 @@ impl Magnum {
         let from = format!("number of Magnum CI project {project_id}'s build");
         close(self, project, &number, from)
     }
-}
-
-/// The hook's JSON: the raw body, or the form field `payload`.
-fn parse(body: &[u8], is_form: bool) -> Result<Hook, Reply> {
-    let json = if is_form {
-        match form_urlencoded::parse(body).find(|(name, _)| name == "payload") {
-            Some((_, payload)) => payload.into_owned().into_bytes(),
-            None => {
-                return Err(Reply::error(
-                    400,
-                    "malformed Magnum CI hook: no form field \"payload\"",
-                ));
-            }
-        }
-    } else {
-        body.to_vec()
-    };
-    serde_json::from_slice(&json)
-        .map_err(|err| Reply::error(400, format!("malformed Magnum CI hook: {err}")))
 }
 
 fn text(value: &Value) -> Option<String> {

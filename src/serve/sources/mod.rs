@@ -4,9 +4,13 @@
 
 mod auth;
 mod circleci;
+mod github;
 mod magnum;
 
+use hyper::header::CONTENT_TYPE;
 use hyper::http::request::Parts;
+use serde::de::DeserializeOwned;
+use serde_json::json;
 
 use super::log::{LogFields, field};
 use super::projects::{Project, Settings};
@@ -33,6 +37,11 @@ pub trait Source: Sync {
     fn query_help(&self) -> &'static str {
         ""
     }
+    /// What is wrong with the settings for this source, if it is on: checked at start, the
+    /// error naming the variable or key.
+    fn check(&self, _settings: &Settings) -> Result<(), String> {
+        Ok(())
+    }
     /// What one delivery asks for: authenticate it, read it, find its project, decide.
     fn verdict(
         &self,
@@ -44,7 +53,7 @@ pub trait Source: Sync {
 }
 
 /// Every source, in the order the log and `--help` name them.
-pub const SOURCES: &[&dyn Source] = &[&circleci::CircleCi, &magnum::Magnum];
+pub const SOURCES: &[&dyn Source] = &[&circleci::CircleCi, &magnum::Magnum, &github::GitHub];
 
 /// A variable that holds a source's secret.
 pub struct Var {
@@ -91,6 +100,19 @@ fn close(
     number: &str,
     from: String,
 ) -> Result<Verdict, Reply> {
+    close_with(source, project, number, from, Fields::default())
+}
+
+/// The same, with what else the delivery tells of the build (`known`: its commit, branch,
+/// pull request, URL, attempt, …). The branch and the commit are sent in `git` too, and the
+/// attempt makes a re-run that keeps the build number a close of its own.
+fn close_with(
+    source: &dyn Source,
+    project: &Project,
+    number: &str,
+    from: String,
+    known: Fields<Option<String>>,
+) -> Result<Verdict, Reply> {
     let number = number.trim();
     if number.is_empty() || number.len() > MAX_NUMBER {
         return Err(Reply::error(
@@ -104,29 +126,78 @@ fn close(
         .unwrap_or(source.service_name());
     let sent = Fields {
         service_name: Some(service_name.to_owned()),
-        ..Fields::default()
+        ..known
     };
     let mut build = Build::new(number.to_owned(), from, sent);
     build.carryforward = project.carryforward.clone();
+    build.git.branch = build.fields().branch.clone();
+    build.git.head.id = build.fields().commit.clone();
+    let attempt = build.fields().attempt.clone().unwrap_or_default();
     Ok(Verdict::Close(Box::new(Close {
         project: project.name.clone(),
         build,
-        attempt: String::new(),
+        attempt,
     })))
 }
 
 /// Whether a project closes on this value (a workflow's name, a status): an empty list
 /// means every value.
-fn wanted(list: &[String], value: Option<&str>, what: &str) -> Result<(), Reply> {
+fn wanted<S: AsRef<str>>(list: &[S], value: Option<&str>, what: &str) -> Result<(), Reply> {
     match value {
         _ if list.is_empty() => Ok(()),
-        Some(value) if list.iter().any(|w| w == value) => Ok(()),
-        value => Err(Reply::ignored(format!(
-            "{what} {:?} does not close a build (expected one of {})",
-            value.unwrap_or(""),
-            list.join(", ")
-        ))),
+        Some(value) if list.iter().any(|w| w.as_ref() == value) => Ok(()),
+        value => {
+            let list: Vec<&str> = list.iter().map(AsRef::as_ref).collect();
+            Err(Reply::ignored(format!(
+                "{what} {:?} does not close a build (expected one of {})",
+                value.unwrap_or(""),
+                list.join(", ")
+            )))
+        }
     }
+}
+
+/// The same, with the source's own list where the project names none: the statuses that
+/// end a run in which jobs ran.
+fn wanted_or(
+    list: &[String],
+    default: &[&str],
+    value: Option<&str>,
+    what: &str,
+) -> Result<(), Reply> {
+    match list.is_empty() {
+        true => wanted(default, value, what),
+        false => wanted(list, value, what),
+    }
+}
+
+/// The delivery's JSON, read as `T`: the raw body, or, where its content type says it is a
+/// form, the form's field `payload` (Magnum CI's documented hook, GitHub's form content
+/// type); `what` names it in errors: `Magnum CI hook`.
+fn payload<T: DeserializeOwned>(parts: &Parts, body: &[u8], what: &str) -> Result<T, Reply> {
+    let is_form = header(parts, CONTENT_TYPE.as_str())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let form;
+    let json = match is_form {
+        false => body,
+        true => match form_urlencoded::parse(body).find(|(name, _)| name == "payload") {
+            Some((_, payload)) => {
+                form = payload;
+                form.as_bytes()
+            }
+            None => {
+                let why = format!("malformed {what}: no form field \"payload\"");
+                return Err(Reply::error(400, why));
+            }
+        },
+    };
+    serde_json::from_slice(json)
+        .map_err(|err| Reply::error(400, format!("malformed {what}: {err}")))
+}
+
+/// The answer to a ping: the source is on and the delivery authentic.
+fn pong() -> Verdict {
+    Verdict::Answer(Reply::new(200, json!({"ok": true, "event": "ping"})))
 }
 
 /// The secret in `var`, one of `source`'s required ones; where it is not set, the answer that
