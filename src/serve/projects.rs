@@ -9,7 +9,7 @@ use serde::Deserialize;
 use ureq::Agent;
 
 use super::schedule::{Schedule, parse_duration, parse_waits};
-use super::sources::{IdKey, SOURCES, Source, listed, unset};
+use super::sources::{IdKey, SOURCES, Source, listed, not_set, off, switches};
 use super::store;
 use crate::client::{self, Coveralls};
 use crate::config::{self, Secret};
@@ -49,6 +49,8 @@ pub struct Project {
     pub service_name: Option<String>,
     /// Fewer jobs than this in a closed build are logged as such.
     pub expected_jobs: Option<u64>,
+    /// Which of a GitLab pipeline's numbers its uploads sent.
+    pub gitlab_build_number: PipelineNumber,
     /// Agents the project's closes take turns on: shared by every project of its endpoint,
     /// so that the connections kept open grow with the endpoints, not with the projects.
     pub agents: Arc<[Agent]>,
@@ -63,6 +65,16 @@ pub struct Durable {
     pub answer_wait: Duration,
     pub schedule: Schedule,
     pub keep_closed: Duration,
+}
+
+/// Which of a GitLab pipeline's numbers is its build's: `iid` (`CI_PIPELINE_IID`, which
+/// coverage-reporter sends) or `id` (`CI_PIPELINE_ID`, which a few reporters send).
+#[derive(Deserialize, Clone, Copy, Debug, Default, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum PipelineNumber {
+    #[default]
+    Iid,
+    Id,
 }
 
 /// One id of a project: a source's projects-file key and its value, as written.
@@ -99,6 +111,10 @@ struct Entry {
     circleci_project_id: Option<String>,
     magnum_project_id: Option<Id>,
     github_repository: Option<String>,
+    gitlab_project: Option<String>,
+    gitlab_project_id: Option<Id>,
+    #[serde(default)]
+    gitlab_build_number: PipelineNumber,
     repo_token: Option<String>,
     repo_token_env: Option<String>,
     #[serde(default)]
@@ -138,6 +154,8 @@ impl Entry {
             "circleci_project_id" => self.circleci_project_id.clone(),
             "magnum_project_id" => self.magnum_project_id.as_ref().map(Id::text),
             "github_repository" => self.github_repository.clone(),
+            "gitlab_project" => self.gitlab_project.clone(),
+            "gitlab_project_id" => self.gitlab_project_id.as_ref().map(Id::text),
             _ => None,
         }
     }
@@ -164,16 +182,15 @@ impl Settings {
             projects,
             debug,
         };
-        let off = |source: &&dyn Source| unset(*source, &settings);
+        let off = |source: &&dyn Source| off(*source, &settings);
         if SOURCES.iter().all(|source| off(source).is_some()) {
-            let vars: Vec<String> = SOURCES.iter().filter_map(off).map(str::to_owned).collect();
-            let none = match vars.as_slice() {
-                [one] => format!("{one} is not set"),
-                [one, other] => format!("neither {one} nor {other} is set"),
-                _ => format!("none of {} is set", listed(&vars, "or")),
-            };
+            let vars: Vec<&str> = SOURCES
+                .iter()
+                .flat_map(|source| switches(*source))
+                .collect();
             return Err(Error::config(format!(
-                "{none}: with no secret a source stays off, so there would be nothing to receive"
+                "{}: with no secret a source stays off, so there would be nothing to receive",
+                not_set(&vars)
             )));
         }
         for source in SOURCES.iter().filter(|source| off(source).is_none()) {
@@ -359,6 +376,7 @@ fn from_env(shared: &config::Shared) -> Result<Project, Error> {
         final_job: None,
         service_name: None,
         expected_jobs: None,
+        gitlab_build_number: PipelineNumber::default(),
     })
 }
 
@@ -434,6 +452,7 @@ fn project(
         final_job: entry.final_job,
         service_name: entry.service_name,
         expected_jobs: entry.expected_jobs,
+        gitlab_build_number: entry.gitlab_build_number,
     })
 }
 

@@ -2,14 +2,13 @@
 //! closes a build (a completed run of a named workflow), what does not, re-runs, form bodies,
 //! and the route under attack.
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json as value};
 
-use crate::error;
-use crate::receiver::{Raw, Receiver, fixture, github_delivery, head, sign, workflow_run};
+use crate::receiver::{Receiver, delivery_id, fixture, sign, workflow_run};
 use crate::support::{CLOSED, Server, binary, json};
+use crate::{answer_at_once, error, long_header};
 
 /// The webhook's secret: the one over which webhook_signature_vectors.json computed the
 /// fixture's signature.
@@ -57,37 +56,30 @@ fn a_completed_run_closes_its_build_with_what_github_tells() {
         (&answer["closed"], &answer["build_num"], &answer["attempt"]),
         (&value!(true), &value!(RUN), &value!("1"))
     );
-    let sent = coveralls.only_request().json();
-    assert_eq!(sent["repo_token"], TOKEN);
-    assert_eq!(sent["service_name"], "github");
-    assert_eq!(sent["service_number"], RUN);
-    assert_eq!(sent["service_attempt"], "1");
-    assert_eq!(sent["repo_name"], "octo-org/octo-repo");
-    assert_eq!(sent["commit_sha"], HEAD_SHA);
-    assert_eq!(sent["service_branch"], "master");
-    assert_eq!(sent["service_pull_request"], "2");
+    // The official reporter's body, field for field, and nothing else.
     assert_eq!(
-        sent["service_build_url"],
-        "https://github.com/octo-org/octo-repo/actions/runs/289782451"
-    );
-    assert_eq!(
-        sent["git"],
-        value!({"branch": "master", "head": {"id": HEAD_SHA}})
-    );
-    assert_eq!(sent["carryforward"], "unit,e2e");
-    assert_eq!(
-        sent["payload"],
-        value!({"build_num": RUN, "status": "done"})
+        coveralls.only_request().json(),
+        value!({
+            "repo_token": TOKEN,
+            "service_name": "github",
+            "service_number": RUN,
+            "service_attempt": "1",
+            "repo_name": "octo-org/octo-repo",
+            "commit_sha": HEAD_SHA,
+            "service_branch": "master",
+            "service_pull_request": "2",
+            "service_build_url": "https://github.com/octo-org/octo-repo/actions/runs/289782451",
+            "carryforward": "unit,e2e",
+            "git": {"branch": "master", "head": {"id": HEAD_SHA}},
+            "payload": {"build_num": RUN, "status": "done"},
+        })
     );
 
-    let log = receiver.log();
-    assert!(log.contains("POST /github: on"), "{log}");
-    assert!(
-        log.contains("project octo: GitHub Octo-Org/Octo-Repo"),
-        "{log}"
-    );
+    // The start-up lines: the route on, and the project's ids.
+    receiver.log_with("POST /github: on");
+    receiver.log_with("project octo: GitHub Octo-Org/Octo-Repo");
     let line = receiver.log_line("POST /github event=workflow_run");
-    let delivery = github_delivery(&body);
+    let delivery = delivery_id(&body);
     assert!(
         line.contains(&format!(
             "id={delivery} project=octo build={RUN} status=200 outcome=\"closed: 3 jobs\""
@@ -355,7 +347,8 @@ fn a_workflow_is_named_by_its_path_and_in_older_payloads_by_the_workflow_s() {
     assert_eq!(status, 202, "{answer}");
     assert_eq!(
         answer["ignored"],
-        "conclusion \"\" does not close a build (expected one of success, failure, cancelled, timed_out)"
+        "conclusion \"\" does not close a build (expected one of success, failure, cancelled, \
+         timed_out)"
     );
     older["workflow_run"]["conclusion"] = "success".into();
     let (status, answer) = receiver.github(SECRET, "workflow_run", older.to_string().as_bytes());
@@ -434,7 +427,10 @@ fn a_github_project_must_name_its_workflows() {
     );
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
-        stderr.contains("projects.toml: project \"octo\": workflows: missing; a GitHub project must name the workflows"),
+        stderr.contains(
+            "projects.toml: project \"octo\": workflows: missing; a GitHub project must name \
+             the workflows"
+        ),
         "{stderr}"
     );
     // Without a projects file, the one project from the environment names none.
@@ -445,44 +441,12 @@ fn a_github_project_must_name_its_workflows() {
     let (code, stderr) = start(&[], &env);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
-        stderr.contains("GITHUB_WEBHOOK_SECRET is set without --config: a GitHub project must name the workflows"),
+        stderr.contains(
+            "GITHUB_WEBHOOK_SECRET is set without --config: a GitHub project must name the \
+             workflows"
+        ),
         "{stderr}"
     );
-}
-
-/// A request to `path` whose head declares `length` bytes of body and carries `headers`,
-/// sent raw (from a thread of its own, since the receiver may answer and hang up before the
-/// head is all sent); its answer, which must come within two seconds, and whether the
-/// connection then closed.
-pub fn answer_at_once(
-    receiver: &Receiver,
-    path: &str,
-    length: usize,
-    headers: &[(&str, &str)],
-) -> (u16, bool) {
-    let mut raw = Raw::connect(receiver.addr());
-    let length = length.to_string();
-    let mut all = vec![("Content-Length", length.as_str())];
-    all.extend_from_slice(headers);
-    let request = head("POST", path, &all);
-    let mut writer = raw.stream().try_clone().unwrap();
-    let started = Instant::now();
-    let sending = std::thread::spawn(move || {
-        let _ = writer.write_all(&request);
-    });
-    let answer = raw.answer().expect("an answer");
-    let took = started.elapsed();
-    assert!(took < Duration::from_secs(2), "{path}: {took:?}");
-    let closed = raw.closed_within(Duration::from_secs(2)).is_some();
-    sending.join().unwrap();
-    (answer.status, closed)
-}
-
-/// A signature header of `bytes` bytes.
-pub fn long_header(scheme: &str, bytes: usize) -> String {
-    let mut header = scheme.repeat(bytes / scheme.len() + 1);
-    header.truncate(bytes);
-    header
 }
 
 #[test]

@@ -12,15 +12,17 @@ mod closes;
 #[cfg(unix)]
 mod crash;
 mod github;
+mod gitlab;
 mod load;
 mod magnum;
 mod projects;
 mod routes;
 mod store;
 
+use std::io::Write;
 use std::time::{Duration, Instant};
 
-use receiver::{Receiver, SECRET, workflow_event};
+use receiver::{Raw, Receiver, SECRET, head, workflow_event};
 use support::{CLOSED, Server, json};
 
 /// The workflow of the workflow-completed fixture: the build it closes.
@@ -56,4 +58,39 @@ fn signal(receiver: &Receiver, signal: &str) {
         .status()
         .unwrap();
     assert!(kill.success(), "kill {signal}");
+}
+
+/// A request to `path` whose head declares `length` bytes of body and carries `headers`,
+/// sent raw (from a thread of its own, since the receiver may answer and hang up before the
+/// head is all sent); its answer, which must come within two seconds, and whether the
+/// connection then closed.
+fn answer_at_once(
+    receiver: &Receiver,
+    path: &str,
+    length: usize,
+    headers: &[(&str, &str)],
+) -> (u16, bool) {
+    let mut raw = Raw::connect(receiver.addr());
+    let length = length.to_string();
+    let mut all = vec![("Content-Length", length.as_str())];
+    all.extend_from_slice(headers);
+    let request = head("POST", path, &all);
+    let mut writer = raw.stream().try_clone().unwrap();
+    let started = Instant::now();
+    let sending = std::thread::spawn(move || {
+        let _ = writer.write_all(&request);
+    });
+    let answer = raw.answer().expect("an answer");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "{path}: {took:?}");
+    let closed = raw.closed_within(Duration::from_secs(2)).is_some();
+    sending.join().unwrap();
+    (answer.status, closed)
+}
+
+/// A header's value of `bytes` bytes: `pattern` over and over, as a long signature would be.
+fn long_header(pattern: &str, bytes: usize) -> String {
+    let mut header = pattern.repeat(bytes / pattern.len() + 1);
+    header.truncate(bytes);
+    header
 }

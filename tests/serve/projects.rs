@@ -126,7 +126,8 @@ fn bad_receiver_settings_stop_it_at_start() {
         (
             vec![],
             &[("COVERALLS_REPO_TOKEN", TOKEN)],
-            "none of CIRCLECI_WEBHOOK_SECRET, MAGNUM_HOOK_SECRET or GITHUB_WEBHOOK_SECRET is set",
+            "none of CIRCLECI_WEBHOOK_SECRET, MAGNUM_HOOK_SECRET, GITHUB_WEBHOOK_SECRET, \
+             GITLAB_WEBHOOK_SECRET or GITLAB_WEBHOOK_SIGNING_TOKEN is set",
         ),
         (
             vec![],

@@ -70,7 +70,8 @@ fn a_wrong_method_is_told_the_right_ones_and_a_wrong_path_every_route() {
             "/circleci/",
             404,
             None,
-            "no route /circleci/; expected /circleci, /magnum, /github, /healthz or /metrics",
+            "no route /circleci/; expected /circleci, /magnum, /github, /gitlab, /healthz or \
+             /metrics",
         ),
     ];
     for (method, path, status, allow, expected) in cases {

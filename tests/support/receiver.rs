@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 
 use crate::support::{Server, binary};
 pub use raw::{Raw, head, resident_kib};
-pub use senders::{fixture, github_delivery, workflow_event, workflow_run};
-pub use sign::sign;
+pub use senders::{
+    GitLabHook, delivery_id, fixture, now, pipeline_hook, workflow_event, workflow_run,
+};
+pub use sign::{sign, sign_standard};
 
 /// The secrets the usual receiver is started with.
 pub const SECRET: &str = "circle-webhook-secret-7f3a";

@@ -1,9 +1,9 @@
 //! What each source's CI sends, as the tests send it to a [`Receiver`]: a signed CircleCI
-//! delivery, a Magnum CI hook with its secret in the URL, a signed GitHub delivery, and the
-//! events they carry.
+//! delivery, a Magnum CI hook with its secret in the URL, a signed GitHub delivery, a GitLab
+//! Pipeline Hook with its token or its signature or both, and the events they carry.
 
 use super::Receiver;
-use super::sign::sign;
+use super::sign::{sign, sign_standard};
 
 impl Receiver {
     /// A CircleCI delivery of `body`, of type `event`, signed with `secret`.
@@ -49,7 +49,7 @@ impl Receiver {
     /// `X-GitHub-Delivery` is the body's own, as a redelivery's would be.
     pub fn github(&self, secret: &str, event: &str, body: &[u8]) -> (u16, serde_json::Value) {
         let signature = format!("sha256={}", sign(secret, body));
-        let delivery = github_delivery(body);
+        let delivery = delivery_id(body);
         let headers = [
             ("content-type", "application/json"),
             ("x-github-event", event),
@@ -61,8 +61,60 @@ impl Receiver {
     }
 }
 
-/// A GUID for a GitHub delivery of `body`, the same for the same body.
-pub fn github_delivery(body: &[u8]) -> String {
+/// How a GitLab hook proves itself: the hook's secret `token`, where it has one, and a
+/// signature with the signing token `signing` made at `at` (seconds since the Unix epoch),
+/// where it has one.
+pub struct GitLabHook<'a> {
+    pub token: Option<&'a str>,
+    pub signing: Option<(&'a str, u64)>,
+}
+
+impl Receiver {
+    /// A GitLab Pipeline Hook of `body`, with what `hook` says; its `webhook-id` (and
+    /// `Idempotency-Key`) is the body's own, as a resend's would be.
+    pub fn gitlab(&self, hook: GitLabHook, body: &[u8]) -> (u16, serde_json::Value) {
+        let id = delivery_id(body);
+        let mut headers = vec![
+            ("content-type", "application/json".to_owned()),
+            ("x-gitlab-event", "Pipeline Hook".to_owned()),
+            (
+                "x-gitlab-event-uuid",
+                delivery_id(&[body, b"uuid"].concat()),
+            ),
+            ("idempotency-key", id.clone()),
+            ("user-agent", "GitLab/19.0.0".to_owned()),
+        ];
+        if let Some(token) = hook.token {
+            headers.push(("x-gitlab-token", token.to_owned()));
+        }
+        if let Some((signing, at)) = hook.signing {
+            headers.push(("webhook-id", id.clone()));
+            headers.push(("webhook-timestamp", at.to_string()));
+            let signature = sign_standard(signing, &id, at, body);
+            headers.push(("webhook-signature", signature));
+        }
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        self.post("/gitlab", &headers, body)
+    }
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn now() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.unwrap().as_secs()
+}
+
+/// The Pipeline Hook fixture, changed by `edit`: another pipeline, status, project…
+pub fn pipeline_hook(edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    let mut hook: serde_json::Value =
+        serde_json::from_slice(&fixture("gitlab_pipeline_hook.json")).unwrap();
+    edit(&mut hook);
+    serde_json::to_vec(&hook).unwrap()
+}
+
+/// A GUID for a delivery of `body` (GitHub's `X-GitHub-Delivery`, GitLab's `webhook-id`), the
+/// same for the same body.
+pub fn delivery_id(body: &[u8]) -> String {
     let hex = sign("delivery", body);
     format!(
         "{}-{}-{}-{}-{}",

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::auth::Signature;
 use super::{Fields, IdKey, LogFields, Project, Reply, Settings, Source, Var, Verdict};
-use super::{close_with, field, header, payload, pong, secret, wanted_or};
+use super::{any_case, close_with, field, header, payload, pong, secret, wanted_or};
 
 pub struct GitHub;
 
@@ -28,7 +28,7 @@ const SIGNATURE: Signature = Signature {
 pub const REPOSITORY: IdKey = IdKey {
     name: "github_repository",
     label: "GitHub",
-    normalize: normalize_repository,
+    normalize: any_case,
 };
 
 /// The conclusions that close a build where a project names none: those of runs whose jobs
@@ -79,11 +79,6 @@ impl Source for GitHub {
         self.read(settings, parts, body, log)
             .unwrap_or_else(Verdict::Answer)
     }
-}
-
-/// GitHub names a repository in any case; it is the same repository.
-fn normalize_repository(repository: &str) -> String {
-    repository.trim().to_ascii_lowercase()
 }
 
 /// The parts of a `workflow_run` event we use; the rest of the open map is ignored.
@@ -265,13 +260,5 @@ mod tests {
             let expected = "x-hub-signature-256 has no sha256 signature";
             assert_eq!(legacy, Err(Reply::error(401, expected)));
         }
-    }
-
-    #[test]
-    fn repositories_are_one_spelling_of_any_case() {
-        assert_eq!(
-            normalize_repository(" Octo-Org/Octo-Repo "),
-            "octo-org/octo-repo"
-        );
     }
 }

@@ -5,6 +5,7 @@
 mod auth;
 mod circleci;
 mod github;
+mod gitlab;
 mod magnum;
 
 use hyper::header::CONTENT_TYPE;
@@ -53,12 +54,18 @@ pub trait Source: Sync {
 }
 
 /// Every source, in the order the log and `--help` name them.
-pub const SOURCES: &[&dyn Source] = &[&circleci::CircleCi, &magnum::Magnum, &github::GitHub];
+pub const SOURCES: &[&dyn Source] = &[
+    &circleci::CircleCi,
+    &magnum::Magnum,
+    &github::GitHub,
+    &gitlab::GitLab,
+];
 
 /// A variable that holds a source's secret.
 pub struct Var {
     pub name: &'static str,
-    /// Whether the source is off without it.
+    /// Whether the source is off without it. A source none of whose variables is required
+    /// is on with any one of them (GitLab's secret token, its signing token, or both).
     pub required: bool,
     /// The fewest bytes it may have, and why (the error at start says).
     pub min_length: Option<(usize, &'static str)>,
@@ -200,17 +207,34 @@ fn pong() -> Verdict {
     Verdict::Answer(Reply::new(200, json!({"ok": true, "event": "ping"})))
 }
 
-/// The secret in `var`, one of `source`'s required ones; where it is not set, the answer that
-/// the source is off.
+/// The secret in `var`, one of `source`'s required ones; where the source is off, the
+/// answer that says so.
 fn secret<'a>(source: &dyn Source, settings: &'a Settings, var: &Var) -> Result<&'a Secret, Reply> {
-    settings.secret(var.name).ok_or_else(|| {
-        let why = format!(
-            "the {} receiver is off: {} is not set",
-            source.title(),
-            var.name
-        );
-        Reply::error(404, why)
-    })
+    on(source, settings)?;
+    settings
+        .secret(var.name)
+        .ok_or_else(|| is_off(source, &not_set(&[var.name])))
+}
+
+/// Nothing, where `source` is on; else the answer that it is off (404), and why.
+fn on(source: &dyn Source, settings: &Settings) -> Result<(), Reply> {
+    match off(source, settings) {
+        None => Ok(()),
+        Some(why) => Err(is_off(source, &why)),
+    }
+}
+
+fn is_off(source: &dyn Source, why: &str) -> Reply {
+    Reply::error(
+        404,
+        format!("the {} receiver is off: {why}", source.title()),
+    )
+}
+
+/// A name that a CI writes in any case for the same thing: GitHub's repositories, GitLab's
+/// project paths.
+fn any_case(name: &str) -> String {
+    name.trim().to_ascii_lowercase()
 }
 
 /// A header's value; one that is not text reads as a character that matches nothing.
@@ -219,20 +243,53 @@ fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
     Some(value.to_str().unwrap_or("\u{fffd}"))
 }
 
-/// The first of `source`'s required variables that is not set, if any: it is off then.
-pub fn unset(source: &dyn Source, settings: &Settings) -> Option<&'static str> {
-    let required = source.secrets().iter().filter(|var| var.required);
-    required
-        .map(|var| var.name)
-        .find(|name| settings.secret(name).is_none())
+/// The variables that switch `source` on: each of its required ones, all needed; or, where
+/// none is required, all of its variables, any one enough.
+pub fn switches(source: &dyn Source) -> Vec<&'static str> {
+    let vars = source.secrets().iter();
+    let required: Vec<&str> = vars
+        .clone()
+        .filter(|v| v.required)
+        .map(|v| v.name)
+        .collect();
+    match required.is_empty() {
+        true => vars.map(|var| var.name).collect(),
+        false => required,
+    }
+}
+
+/// Why `source` is off, if it is: the first required variable that is not set, or, for a
+/// source with none required, that none of its variables is.
+pub fn off(source: &dyn Source, settings: &Settings) -> Option<String> {
+    let set = |name: &&str| settings.secret(name).is_some();
+    let switches = switches(source);
+    match source.secrets().iter().any(|var| var.required) {
+        true => switches
+            .into_iter()
+            .find(|name| !set(name))
+            .map(|name| not_set(&[name])),
+        false => (!switches.iter().any(set)).then(|| not_set(&switches)),
+    }
+}
+
+/// `A is not set`, `neither A nor B is set`, `none of A, B or C is set`.
+pub fn not_set(names: &[&str]) -> String {
+    match names {
+        [one] => format!("{one} is not set"),
+        [one, other] => format!("neither {one} nor {other} is set"),
+        _ => {
+            let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+            format!("none of {} is set", listed(&names, "or"))
+        }
+    }
 }
 
 /// Each source's state, for the log at start: `POST /circleci: on; POST /magnum: off (…)`.
 pub fn states(settings: &Settings) -> String {
     let state = |source: &&dyn Source| {
-        let state = match unset(*source, settings) {
+        let state = match off(*source, settings) {
             None => "on".to_owned(),
-            Some(var) => format!("off ({var} is not set)"),
+            Some(why) => format!("off ({why})"),
         };
         format!("POST /{}: {state}", source.name())
     };
@@ -245,7 +302,7 @@ pub fn environment_help() -> String {
     let mut vars = Vec::new();
     for source in SOURCES {
         for var in source.secrets() {
-            let does = match var.required {
+            let does = match switches(*source).contains(&var.name) {
                 true => format!("switches /{} on", source.name()),
                 false => format!("for /{}", source.name()),
             };
@@ -282,7 +339,7 @@ mod tests {
             assert!(name != "healthz", "/healthz is the receiver's own");
             assert!(seen.insert(name), "two sources are named {name}");
             assert!(
-                source.secrets().iter().any(|var| var.required),
+                !switches(*source).is_empty(),
                 "{name}: no variable switches it on"
             );
             for var in source.secrets() {
@@ -294,6 +351,12 @@ mod tests {
                 assert!(key.name.starts_with(name), "{} names its source", key.name);
             }
         }
+    }
+
+    #[test]
+    fn names_in_any_case_are_one_name() {
+        assert_eq!(any_case(" Octo-Org/Octo-Repo "), "octo-org/octo-repo");
+        assert_eq!(any_case("GitLab-Org/GitLab-Test"), "gitlab-org/gitlab-test");
     }
 
     #[test]
