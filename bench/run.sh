@@ -119,7 +119,8 @@ done
 echo "(the budget: 1.75 MiB for the closer alone, the asset the GitHub Action downloads)"
 
 # A receiver in front of a stand-in (the plain-HTTP one unless ENDPOINT says), with a state
-# file of its own; its URL in $url (not in a subshell, so that the cleanup knows its process).
+# file of its own and the projects file $config if it is set; its URL in $url (not in a
+# subshell, so that the cleanup knows its process).
 receivers=0
 start_receiver() { # binary, log file, then VAR=value settings
     local binary=$1 log=$2
@@ -127,7 +128,7 @@ start_receiver() { # binary, log file, then VAR=value settings
     receivers=$((receivers + 1))
     env COVERALLS_ENDPOINT="$endpoint" CIRCLECI_WEBHOOK_SECRET=bench-secret \
         COVERALLS_FINISH_STATE="$work/state-$receivers.sqlite3" "$@" \
-        "$binary" serve --listen 127.0.0.1:0 >/dev/null 2>"$log" &
+        "$binary" serve --listen 127.0.0.1:0 ${config:+--config "$config"} >/dev/null 2>"$log" &
     pids+=($!)
     url=$(started_url "$log")
 }
@@ -165,6 +166,24 @@ for n in $connections; do
         if [ -n "$old_url" ]; then
             load "the in-memory receiver ($old_receiver)" "$old_url" "$deliveries" "$n" ${fresh:+"$fresh"}
         fi
+    done
+done
+
+echo "== receiver: each source's route, one receiver with a projects file, Coveralls answering at once"
+cat >"$work/projects.toml" <<'EOF'
+[[project]]
+name = "bench"
+circleci_slug = "gh/bench/receiver"
+github_repository = "bench/receiver"
+gitlab_project = "bench/receiver"
+workflows = ["test"]
+repo_token = "bench-token"
+EOF
+config=$work/projects.toml start_receiver "$receiver" "$work/serve-sources.log" \
+    GITHUB_WEBHOOK_SECRET=bench-secret GITLAB_WEBHOOK_SECRET=bench-secret
+for n in $connections; do
+    for source in circleci github gitlab; do
+        load "POST /$source (signed; GitLab's with its secret token), kept alive" "$url" "$deliveries" "$n" --source "$source"
     done
 done
 
