@@ -430,7 +430,7 @@ fn without_a_projects_file_the_one_project_takes_gitlab_s_hooks() {
 }
 
 #[test]
-fn a_signing_token_that_is_no_key_or_a_wrong_build_number_stops_it_at_start() {
+fn a_short_token_a_signing_token_that_is_no_key_or_a_wrong_build_number_stop_it_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("projects.toml");
     let toml = "[[project]]\nname = \"g\"\ngitlab_project = \"a/b\"\nrepo_token = \"t-in-file\"\n\
@@ -452,6 +452,13 @@ fn a_signing_token_that_is_no_key_or_a_wrong_build_number_stops_it_at_start() {
         );
         (output.status.code(), stderr)
     };
+    let (code, stderr) = start(&[], &[("GITLAB_WEBHOOK_SECRET", "short-token")]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("GITLAB_WEBHOOK_SECRET has 11 bytes; expected at least 16"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("short-token"), "{stderr}");
     let (code, stderr) = start(&[], &[("GITLAB_WEBHOOK_SIGNING_TOKEN", "glpat-not-a-key")]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(

@@ -17,11 +17,15 @@ use crate::serve::projects::PipelineNumber;
 
 pub struct GitLab;
 
-/// The hook's secret token, which GitLab sends as it is.
+/// The hook's secret token, which GitLab sends as it is: without a signing token, all there
+/// is to trust, so it must be long enough.
 const SECRET_TOKEN: Var = Var {
     name: "GITLAB_WEBHOOK_SECRET",
     required: false,
-    min_length: None,
+    min_length: Some((
+        16,
+        "a hook without a signing token carries nothing else to trust",
+    )),
 };
 
 /// The hook's signing token (GitLab 19): `whsec_` and a key in base64.
