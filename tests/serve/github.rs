@@ -400,6 +400,29 @@ fn a_form_body_is_read_and_signed_over_the_raw_form() {
 }
 
 #[test]
+fn malformed_events_are_refused() {
+    let (coveralls, receiver) = closing();
+    let (status, answer) = receiver.github(SECRET, "workflow_run", b"{\"action\": ");
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        error(&answer).starts_with("malformed GitHub event: "),
+        "{answer}"
+    );
+    let (status, answer) = receiver.github(SECRET, "workflow_run", br#"{"action":"completed"}"#);
+    assert_eq!(
+        (status, error(&answer)),
+        (
+            400,
+            "malformed GitHub event: a completed workflow_run without its workflow_run"
+        )
+    );
+    let id_as_text = workflow_run(|event| event["workflow_run"]["id"] = "289782451".into());
+    let (status, answer) = receiver.github(SECRET, "workflow_run", &id_as_text);
+    assert_eq!(status, 400, "{answer}");
+    assert!(coveralls.requests().is_empty());
+}
+
+#[test]
 fn a_github_project_must_name_its_workflows() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("projects.toml");

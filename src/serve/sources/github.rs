@@ -162,7 +162,7 @@ impl GitHub {
     /// and its conclusion.
     fn completed(&self, settings: &Settings, event: Event) -> Result<Verdict, Reply> {
         let Some(run) = event.workflow_run else {
-            let why = "malformed GitHub event: workflow_run without a workflow_run";
+            let why = "malformed GitHub event: a completed workflow_run without its workflow_run";
             return Err(Reply::error(400, why));
         };
         let repository = event.repository.and_then(|r| r.full_name);
