@@ -525,10 +525,11 @@ fn closes_pending_at_a_restart_are_sent_as_fast_as_places_free_up() {
     let took = started.elapsed();
     assert_eq!(coveralls.requests().len(), PENDING);
     // Waves of `at_once` closes, each as long as Coveralls takes to answer: a second in all
-    // here. Allowed two and a half times that; a wave each tick (500 ms) takes five.
+    // here. Allowed four times that, for a machine busy with the other tests; a wave each
+    // tick (500 ms), the fault this catches, takes five.
     let waves = PENDING.div_ceil(at_once) as u32;
     assert!(
-        took < delay * waves * 5 / 2,
+        took < delay * waves * 4,
         "{PENDING} pending closes took {took:?} to send, {at_once} at a time, with \
          Coveralls answering in {delay:?}"
     );

@@ -24,6 +24,9 @@ fn thousands_of_signed_deliveries_close_each_workflow_exactly_once() {
             ("COVERALLS_REPO_TOKEN", "load-token"),
             ("COVERALLS_ENDPOINT", &endpoint),
             ("CIRCLECI_WEBHOOK_SECRET", SECRET),
+            // Each answer waits for its close, however loaded the machine (the tests run
+            // beside each other): every delivery is to be answered "closed".
+            ("COVERALLS_FINISH_ANSWER_WAIT", "8s"),
         ],
         &[],
     );
