@@ -30,7 +30,7 @@ use tokio::sync::watch;
 
 use crate::env::Env;
 use crate::error::Error;
-use crate::report::Reporter;
+use crate::report::{Redactor, Reporter};
 use crate::settings::Flags;
 use metrics::Metrics;
 use projects::Settings;
@@ -42,7 +42,7 @@ const BLOCKING_THREADS: usize = closer::ATTEMPTS_AT_ONCE + 16;
 struct App {
     settings: Settings,
     /// Every token and secret, redacted from every line: built once, at start.
-    secrets: Arc<[String]>,
+    secrets: Arc<Redactor>,
     store: Arc<Store>,
     closer: closer::Handle,
     metrics: Metrics,
@@ -55,10 +55,8 @@ struct App {
 pub fn run(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
     let settings = Settings::load(flags, env)?;
     failpoint::arm(env)?;
-    let secrets: Arc<[String]> = settings.secrets().into();
-    for secret in secrets.iter() {
-        ui.mask(secret);
-    }
+    let secrets = Arc::new(Redactor::new(settings.secrets()));
+    ui.mask_all(Arc::clone(&secrets));
     let store = Store::open(&settings.durable.path, settings.durable.named)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

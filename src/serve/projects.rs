@@ -28,6 +28,10 @@ pub struct Settings {
     /// The sources' secrets that are set, by variable.
     secrets: Vec<(&'static str, Secret)>,
     pub projects: Vec<Project>,
+    /// The projects by name, and by id (a key's name and its normalized value), so that
+    /// finding one costs the same with ten thousand projects as with one.
+    by_name: HashMap<String, usize>,
+    by_id: HashMap<(&'static str, String), usize>,
     pub debug: bool,
 }
 
@@ -65,19 +69,11 @@ pub struct Durable {
     pub keep_closed: Duration,
 }
 
-/// One id of a project: a source's projects-file key and its value, as written.
+/// One id of a project: a source's projects-file key (each key is one source's) and its
+/// value, as written.
 pub struct ProjectId {
-    pub source: &'static str,
     pub key: &'static IdKey,
     pub value: String,
-}
-
-impl ProjectId {
-    fn matches(&self, source: &str, key: &IdKey, value: &str) -> bool {
-        self.source == source
-            && self.key.name == key.name
-            && (key.normalize)(&self.value) == (key.normalize)(value)
-    }
 }
 
 /// The projects file, as written.
@@ -155,11 +151,14 @@ impl Settings {
             None => vec![from_env(&shared)?],
         };
         share_agents(&mut projects, env)?;
+        let (by_name, by_id) = index(&projects);
         let settings = Settings {
             listen,
             durable: durable(&sources, env)?,
             secrets: secrets(env)?,
             projects,
+            by_name,
+            by_id,
             debug,
         };
         let off = |source: &&dyn Source| unset(*source, &settings);
@@ -185,22 +184,27 @@ impl Settings {
 
     /// The project named `name`.
     pub fn project(&self, name: &str) -> Option<&Project> {
-        self.projects.iter().find(|project| project.name == name)
+        self.by_name.get(name).map(|&i| &self.projects[i])
     }
 
-    /// The first project that has one of these ids of `source`'s (a key and the value a
-    /// delivery gives for it), or the single project from the environment.
+    /// The first project (in the file's order) that has one of these ids of `source`'s (a
+    /// key and the value a delivery gives for it), or the single project from the
+    /// environment.
     pub fn find(&self, source: &dyn Source, ids: &[(&IdKey, Option<&str>)]) -> Option<&Project> {
-        let has = |project: &Project, key: &IdKey, value: &str| {
-            let mut ids = project.ids.iter();
-            ids.any(|id| id.matches(source.name(), key, value))
-        };
-        self.projects.iter().find(|project| {
-            project.any()
-                || ids
-                    .iter()
-                    .any(|(key, value)| value.is_some_and(|value| has(project, key, value)))
-        })
+        if let [only] = self.projects.as_slice() {
+            if only.any() {
+                return Some(only);
+            }
+        }
+        let owned = |key: &&IdKey| source.keys().iter().any(|own| own.name == key.name);
+        let found = ids
+            .iter()
+            .filter(|(key, _)| owned(key))
+            .filter_map(|(key, value)| {
+                let id = (key.name, (key.normalize)((*value)?));
+                self.by_id.get(&id).copied()
+            });
+        found.min().map(|i| &self.projects[i])
     }
 
     /// Every secret and token, for redacting them from the log.
@@ -212,6 +216,25 @@ impl Settings {
             .map(|s| s.expose().to_owned())
             .collect()
     }
+}
+
+/// Where each project is, by name and by id.
+type Index = (
+    HashMap<String, usize>,
+    HashMap<(&'static str, String), usize>,
+);
+
+fn index(projects: &[Project]) -> Index {
+    let mut by_name = HashMap::new();
+    let mut by_id = HashMap::new();
+    for (i, project) in projects.iter().enumerate() {
+        by_name.insert(project.name.clone(), i);
+        for id in &project.ids {
+            let normalized = (id.key.normalize)(&id.value);
+            by_id.entry((id.key.name, normalized)).or_insert(i);
+        }
+    }
+    (by_name, by_id)
 }
 
 /// The agents of each endpoint, made once and given to every project of it.
@@ -441,11 +464,7 @@ fn ids(
                 let what = format!("{normalized:?} belongs to another project already");
                 return Err(at(key.name, &what));
             }
-            ids.push(ProjectId {
-                source: source.name(),
-                key,
-                value,
-            });
+            ids.push(ProjectId { key, value });
         }
     }
     if ids.is_empty() {

@@ -9,6 +9,7 @@ mod support;
 mod attack;
 mod circleci;
 mod closes;
+mod hostile;
 mod load;
 mod magnum;
 mod projects;
