@@ -12,6 +12,7 @@ mod http;
 mod intake;
 mod log;
 mod metrics;
+mod nesting;
 mod projects;
 mod reply;
 mod schedule;

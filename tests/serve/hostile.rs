@@ -3,10 +3,11 @@
 //! Coveralls' own text; ten thousand projects; a projects file built to crash a parser.
 //! Each test is bounded in count and time, on loopback.
 
+use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::receiver::{Receiver, SECRET, workflow_event};
-use crate::support::{CLOSED, Server, json};
+use crate::receiver::{REPO_TOKEN, Receiver, SECRET, workflow_event};
+use crate::support::{CLOSED, Server, Vars, binary, json};
 
 /// A projects file of `count` projects, each with a slug and a token of its own.
 fn many_projects(count: usize) -> String {
@@ -72,6 +73,93 @@ fn ten_thousand_projects_start_at_once_and_cost_nothing_per_delivery() {
         assert!(
             cost_many <= 2 * cost_one + 20,
             "{cost_one} ticks, then {cost_many}"
+        );
+    }
+}
+
+/// `serve` with these variables (and this projects file), which should refuse to start: its
+/// exit code (`None` if it was still running after 5 seconds) and what it said.
+fn refused_start(toml: Option<&str>, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = binary();
+    command.args(["serve", "--listen", "127.0.0.1:0"]);
+    if let Some(toml) = toml {
+        let path = dir.path().join("projects.toml");
+        std::fs::write(&path, toml).unwrap();
+        command.arg("--config").arg(&path);
+    }
+    command.env("COVERALLS_FINISH_STATE", dir.path().join("state.sqlite3"));
+    let mut child = command
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut code = None;
+    while started.elapsed() < Duration::from_secs(5) {
+        if let Some(status) = child.try_wait().unwrap() {
+            code = Some(status.code().unwrap_or(-1));
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    (code, String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[test]
+fn a_projects_file_nested_to_crash_a_parser_is_refused_naming_it() {
+    let env = [("CIRCLECI_WEBHOOK_SECRET", SECRET)];
+    let arrays = format!("x = {}{}\n", "[".repeat(50_000), "]".repeat(50_000));
+    let tables = format!("x = {}1{}\n", "{a = ".repeat(50_000), "}".repeat(50_000));
+    for deep in [arrays, tables] {
+        let (code, said) = refused_start(Some(&deep), &env);
+        assert_eq!(code, Some(2), "{said}");
+        assert!(said.contains("projects.toml: "), "{said}");
+        assert!(said.contains("nested more than"), "{said}");
+    }
+}
+
+#[test]
+fn secrets_shorter_than_8_characters_or_blank_are_refused_at_start() {
+    let project = "[[project]]\nname = \"api\"\ncircleci_slug = \"gh/a/b\"\n";
+    let blank = format!("{project}repo_token = \" \"\n");
+    let short = format!("{project}repo_token_env = \"API_TOKEN\"\n");
+    let circleci = ("CIRCLECI_WEBHOOK_SECRET", SECRET);
+    let cases: [(Option<&str>, Vars, &str); 4] = [
+        (
+            None,
+            &[("COVERALLS_REPO_TOKEN", " "), circleci],
+            "COVERALLS_REPO_TOKEN is blank",
+        ),
+        (
+            None,
+            &[
+                ("COVERALLS_REPO_TOKEN", REPO_TOKEN),
+                ("CIRCLECI_WEBHOOK_SECRET", "short"),
+            ],
+            "CIRCLECI_WEBHOOK_SECRET has 5 bytes; expected at least 8",
+        ),
+        (
+            Some(&blank),
+            &[circleci],
+            "project \"api\": repo_token: is blank",
+        ),
+        (
+            Some(&short),
+            &[circleci, ("API_TOKEN", "1234567")],
+            "project \"api\": repo_token_env: API_TOKEN has 7 bytes; expected at least 8",
+        ),
+    ];
+    for (toml, env, expected) in cases {
+        let (code, said) = refused_start(toml, env);
+        assert_eq!(code, Some(2), "{expected}: {said}");
+        assert!(said.contains(expected), "{expected}: {said}");
+        assert!(
+            !said.contains("short") && !said.contains("1234567"),
+            "{said}"
         );
     }
 }
