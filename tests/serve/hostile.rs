@@ -6,8 +6,139 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::receiver::{REPO_TOKEN, Receiver, SECRET, workflow_event};
-use crate::support::{CLOSED, Server, Vars, binary, json};
+use crate::assert_still_closes;
+use crate::receiver::{MAGNUM, REPO_TOKEN, Receiver, SECRET, workflow_event};
+#[cfg(unix)]
+use crate::signal;
+use crate::support::{CLOSED, Reply, Server, Vars, binary, json};
+
+/// The usual receiver's variables, for one started another way.
+fn usual_env(endpoint: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("COVERALLS_REPO_TOKEN", REPO_TOKEN.to_owned()),
+        ("COVERALLS_ENDPOINT", endpoint.to_owned()),
+        ("CIRCLECI_WEBHOOK_SECRET", SECRET.to_owned()),
+        ("MAGNUM_HOOK_SECRET", MAGNUM.to_owned()),
+    ]
+}
+
+fn borrowed<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter()
+        .map(|(name, value)| (*name, value.as_str()))
+        .collect()
+}
+
+/// `count` requests from 8 threads at once, each answered within 5 seconds, each with a log
+/// line of about 300 bytes (a path that is not a route).
+fn many_logged_requests(receiver: &Receiver, count: usize) {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .proxy(None)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .new_agent();
+    let path = format!("{}/{}", receiver.url, "not-a-route-".repeat(8));
+    thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                for _ in 0..count / 8 {
+                    let response = agent.get(&path).call();
+                    let status = response.map(|r| r.status().as_u16());
+                    assert_eq!(status.ok(), Some(404), "unanswered");
+                }
+            });
+        }
+    });
+}
+
+/// The usual receiver, in front of a Coveralls that closes every build, with a log that
+/// nobody reads once it has said where it listens.
+fn with_unread_log() -> (Server, Receiver) {
+    let coveralls = Server::start(vec![json(200, CLOSED)]);
+    let env = usual_env(&coveralls.url());
+    let receiver = Receiver::with_unread_log(&borrowed(&env));
+    (coveralls, receiver)
+}
+
+#[cfg(unix)]
+#[test]
+fn a_log_nobody_reads_stops_neither_the_answers_nor_a_stop() {
+    let (_coveralls, mut receiver) = with_unread_log();
+    many_logged_requests(&receiver, 4000);
+    assert_still_closes(&receiver, "wf-unread-log", Duration::from_secs(3));
+    let started = Instant::now();
+    signal(&receiver, "-TERM");
+    assert_eq!(receiver.wait(Duration::from_secs(10)), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[cfg(unix)]
+#[test]
+fn lines_dropped_while_nobody_read_the_log_are_counted() {
+    let (_coveralls, mut receiver) = with_unread_log();
+    many_logged_requests(&receiver, 8000);
+    receiver.resume_log();
+    let line = receiver.log_line("log: ");
+    assert!(
+        line.contains(" lines dropped while standard error was not read"),
+        "{line}"
+    );
+    signal(&receiver, "-TERM");
+    assert_eq!(receiver.wait(Duration::from_secs(10)), Some(0));
+    let last = receiver.log_line("log: in all, ");
+    assert!(last.contains("lines dropped"), "{last}");
+}
+
+/// Retries a hundred milliseconds apart, so that a test sees them.
+const QUICK_RETRIES: (&str, &str) = ("COVERALLS_FINISH_RETRY_SCHEDULE", "100ms");
+
+#[test]
+fn control_bytes_in_coveralls_answers_never_reach_the_log_raw() {
+    // In its JSON's error, and raw in a page that is not JSON (which debug lines show).
+    let escaped = r#"{"error":"down \u001b[2J\u001b]0;owned\u0007 \u009b31m red\r\nfake: line"}"#;
+    let raw = "down \u{1b}[2J\u{1b}]0;owned\u{7} \u{9b}31m red\r\nfake: line\tend";
+    let page = Reply::Answer {
+        status: 500,
+        headers: vec![("Content-Type".into(), "text/plain".into())],
+        body: raw.into(),
+    };
+    let coveralls = Server::start(vec![json(500, escaped), page, json(200, CLOSED)]);
+    let debug = ("COVERALLS_DEBUG", "true");
+    let receiver = Receiver::in_front_of(&coveralls, &[QUICK_RETRIES, debug]);
+    let body = workflow_event("e-hostile", "wf-hostile", "gh/a/b");
+    let (status, answer) = receiver.circleci(SECRET, "workflow-completed", &body);
+    assert_eq!(status, 202, "{answer}");
+    receiver.wait_until_nothing_pending(Duration::from_secs(10));
+    let log = receiver.log_with("closed (attempt 3)");
+    assert!(log.contains("attempt 2 failed"), "{log}");
+    let raw: Vec<char> = log
+        .chars()
+        .filter(|c| c.is_control() && *c != '\n')
+        .collect();
+    assert!(raw.is_empty(), "{raw:?} in the log:\n{log}");
+    assert!(!log.lines().any(|line| line.starts_with("fake: ")), "{log}");
+}
+
+#[test]
+fn a_huge_url_from_coveralls_is_neither_kept_nor_echoed() {
+    let url = format!("https://coveralls.io/builds/{}", "7".repeat(900_000));
+    let closed = format!(r#"{{"done":true,"url":"{url}","jobs":3}}"#);
+    let coveralls = Server::start(vec![json(200, &closed)]);
+    let receiver = Receiver::in_front_of(&coveralls, &[]);
+    let body = workflow_event("e-url", "wf-url", "gh/a/b");
+    for (round, duplicate) in [("first", false), ("again", true)] {
+        let (status, answer) = receiver.circleci(SECRET, "workflow-completed", &body);
+        assert_eq!(
+            (status, &answer["closed"]),
+            (200, &serde_json::json!(true)),
+            "{round}"
+        );
+        assert_eq!(answer["duplicate"] == true, duplicate, "{round}");
+        let size = answer.to_string().len();
+        assert!(size < 1000, "{round}: an answer of {size} bytes");
+    }
+    assert_eq!(coveralls.requests().len(), 1);
+}
 
 /// A projects file of `count` projects, each with a slug and a token of its own.
 fn many_projects(count: usize) -> String {

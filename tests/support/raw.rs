@@ -27,12 +27,14 @@ impl Raw {
         Raw { stream }
     }
 
-    pub fn stream(&self) -> &TcpStream {
-        &self.stream
-    }
-
     pub fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.stream.write_all(bytes)
+    }
+
+    /// End the connection with a reset (SO_LINGER 0) rather than a close.
+    pub fn reset(self) {
+        let socket = socket2::SockRef::from(&self.stream);
+        socket.set_linger(Some(Duration::ZERO)).unwrap();
     }
 
     /// The next answer; `None` where the connection ended (or was reset) first.

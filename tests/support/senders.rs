@@ -1,8 +1,9 @@
 //! What each source's CI sends, as the tests send it to a [`Receiver`]: a signed CircleCI
 //! delivery, a Magnum CI hook with its secret in the URL, and the events they carry.
 
-use super::Receiver;
+use super::raw::head;
 use super::sign::sign;
+use super::{Receiver, SECRET};
 
 impl Receiver {
     /// A CircleCI delivery of `body`, of type `event`, signed with `secret`.
@@ -48,4 +49,17 @@ pub fn workflow_event(event_id: &str, workflow_id: &str, slug: &str) -> Vec<u8> 
     event["project"]["slug"] = slug.into();
     event["project"]["id"] = format!("id-of-{slug}").into();
     serde_json::to_vec(&event).unwrap()
+}
+
+/// A CircleCI delivery of `body` signed with [`SECRET`], as raw bytes: head and body.
+pub fn circleci_request(body: &[u8]) -> Vec<u8> {
+    let signature = format!("v1={}", sign(SECRET, body));
+    let length = body.len().to_string();
+    let headers = [
+        ("Content-Length", length.as_str()),
+        ("circleci-signature", &signature),
+    ];
+    let mut request = head("POST", "/circleci", &headers);
+    request.extend_from_slice(body);
+    request
 }
