@@ -7,6 +7,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+#[cfg(feature = "serve")]
+use aho_corasick::AhoCorasick;
 use anyhow::Context;
 
 use crate::env::Env;
@@ -15,7 +17,7 @@ pub struct Reporter<'a> {
     out: &'a mut dyn Write,
     err: &'a mut dyn Write,
     github: Option<GitHub>,
-    secrets: Arc<[String]>,
+    secrets: Arc<Redactor>,
     pub debug: bool,
     /// Put before every line: the receiver names the delivery a line belongs to.
     pub prefix: String,
@@ -38,17 +40,28 @@ impl<'a> Reporter<'a> {
             out,
             err,
             github,
-            secrets: Arc::from([]),
+            secrets: Arc::new(Redactor::default()),
             debug: false,
             prefix: String::new(),
         }
     }
 
-    /// Redact these secrets, a list built once and shared (the receiver's, for every delivery).
+    /// Redact these secrets, built once and shared (the receiver's, for every delivery).
     #[cfg(feature = "serve")]
-    pub fn with_secrets(mut self, secrets: Arc<[String]>) -> Self {
+    pub fn with_secrets(mut self, secrets: Arc<Redactor>) -> Self {
         self.secrets = secrets;
         self
+    }
+
+    /// As [`Reporter::mask`] for each of `secrets` at once: the automaton is built once.
+    #[cfg(feature = "serve")]
+    pub fn mask_all(&mut self, secrets: Arc<Redactor>) {
+        if self.on_github() {
+            for secret in &secrets.secrets {
+                let _ = writeln!(self.out, "::add-mask::{}", escape_data(secret));
+            }
+        }
+        self.secrets = secrets;
     }
 
     pub fn on_github(&self) -> bool {
@@ -64,17 +77,13 @@ impl<'a> Reporter<'a> {
             // The one line that carries the secret: the runner masks it from then on.
             let _ = writeln!(self.out, "::add-mask::{}", escape_data(secret));
         }
-        let mut secrets = self.secrets.to_vec();
+        let mut secrets = self.secrets.secrets.clone();
         secrets.push(secret.to_owned());
-        self.secrets = secrets.into();
+        self.secrets = Arc::new(Redactor::new(secrets));
     }
 
     pub fn redact(&self, text: &str) -> String {
-        let mut text = text.to_owned();
-        for secret in self.secrets.iter() {
-            text = text.replace(secret.as_str(), "***");
-        }
-        text
+        self.secrets.redact(text)
     }
 
     fn write(&mut self, to_err: bool, text: &str) {
@@ -184,6 +193,68 @@ impl<'a> Reporter<'a> {
     }
 }
 
+/// Every secret to redact. The receiver's are in one automaton, so that a line costs the
+/// same however many there are (it has one a project); the closer, with a secret or two,
+/// looks for each in turn. Where secrets overlap in a text, all of both goes, so no part of
+/// either is left beside the other's `***`.
+#[derive(Default)]
+pub struct Redactor {
+    secrets: Vec<String>,
+    #[cfg(feature = "serve")]
+    automaton: Option<AhoCorasick>,
+}
+
+impl Redactor {
+    pub fn new(secrets: Vec<String>) -> Redactor {
+        let secrets: Vec<String> = secrets.into_iter().filter(|s| !s.is_empty()).collect();
+        Redactor {
+            // Only an automaton past aho-corasick's own limits fails to build: billions of
+            // states.
+            #[cfg(feature = "serve")]
+            automaton: (!secrets.is_empty())
+                .then(|| AhoCorasick::new(&secrets).expect("the secrets fit in one automaton")),
+            secrets,
+        }
+    }
+
+    /// `text` with every stretch that is part of a secret replaced by one `***`.
+    pub fn redact(&self, text: &str) -> String {
+        let mut matches = self.matches(text);
+        if matches.is_empty() {
+            return text.to_owned();
+        }
+        matches.sort_unstable();
+        let mut matches = matches.into_iter().peekable();
+        let mut redacted = String::with_capacity(text.len());
+        let mut written = 0;
+        while let Some((start, mut end)) = matches.next() {
+            // Overlapping matches make one stretch.
+            while let Some((_, next_end)) = matches.next_if(|(next, _)| *next < end) {
+                end = end.max(next_end);
+            }
+            redacted.push_str(&text[written..start]);
+            redacted.push_str("***");
+            written = end;
+        }
+        redacted.push_str(&text[written..]);
+        redacted
+    }
+
+    /// Where each secret is in `text`, overlapping ones too: start and end.
+    fn matches(&self, text: &str) -> Vec<(usize, usize)> {
+        #[cfg(feature = "serve")]
+        if let Some(automaton) = &self.automaton {
+            let found = automaton.find_overlapping_iter(text);
+            return found.map(|m| (m.start(), m.end())).collect();
+        }
+        let found = self.secrets.iter().flat_map(|secret| {
+            let at = text.match_indices(secret.as_str());
+            at.map(|(start, secret)| (start, start + secret.len()))
+        });
+        found.collect()
+    }
+}
+
 fn append(path: &PathBuf, text: &str) -> anyhow::Result<()> {
     let mut file = OpenOptions::new()
         .create(true)
@@ -234,5 +305,20 @@ mod tests {
         let all = String::from_utf8(out).unwrap() + &String::from_utf8(err).unwrap();
         assert!(!all.contains("tok-123"), "{all}");
         assert!(all.contains("error: server said *** is bad"), "{all}");
+    }
+
+    #[test]
+    fn overlapping_secrets_leave_no_part_of_either() {
+        let redactor = Redactor::new(vec![
+            "12345678".into(),
+            "x12345678y".into(),
+            "abcdefgh".into(),
+            "defghijk".into(),
+        ]);
+        assert_eq!(redactor.redact("a x12345678y b"), "a *** b");
+        assert_eq!(redactor.redact("12345678 and abcdefghijk"), "*** and ***");
+        assert_eq!(redactor.redact("abcdefgh12345678"), "******");
+        assert_eq!(redactor.redact("no secret here"), "no secret here");
+        assert_eq!(Redactor::new(vec![String::new()]).redact("text"), "text");
     }
 }

@@ -32,6 +32,9 @@ const BATCH: usize = 256;
 const MAX_BACKLOG: usize = 1024;
 /// How often closed rows past their keeping are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// The longest build URL from Coveralls that is kept and answered (theirs are about 40
+/// bytes); a longer one, or one that is not printable ASCII, is dropped.
+const MAX_URL: usize = 400;
 
 /// What became of a delivery's close, as far as its answer can tell.
 #[derive(Clone, Debug)]
@@ -463,16 +466,23 @@ impl Attempt {
     fn judge(&self, result: Result<client::Closed, Failed>) -> (Settle, bool) {
         let failed = match result {
             Ok(closed) => {
-                let (url, jobs) = (closed.url, closed.jobs);
-                return (Settle::Closed { url, jobs }, true);
+                let url = closed.url.filter(|url| {
+                    url.len() <= MAX_URL && url.bytes().all(|b| b.is_ascii_graphic())
+                });
+                return (
+                    Settle::Closed {
+                        url,
+                        jobs: closed.jobs,
+                    },
+                    true,
+                );
             }
             Err(failed) => failed,
         };
-        // Kept in the store and shown by `deliveries`: redacted like every line of the log.
-        let error = self
-            .app
-            .redact(&failed.error.to_string())
-            .replace('\n', " ");
+        // Kept in the store, answered and shown by `deliveries`: redacted like every line of
+        // the log, and its control characters escaped (it is Coveralls' text).
+        let error = self.app.redact(&failed.error.to_string());
+        let error = super::log::text(&error.replace('\n', " "), 1000);
         if !failed.error.retryable() {
             // A repeated close (a redelivery, or a restart after a close that was sent but
             // not recorded) of a build already closed: closed, as asked.
@@ -568,7 +578,7 @@ fn attempt(app: &App, row: &Row) -> Result<client::Closed, Failed> {
         .ok()
         .filter(|build: &Build| !build.number().is_empty())
         .ok_or_else(|| unusable("the stored close cannot be read".to_owned()))?;
-    let (mut out, mut err) = (std::io::sink(), std::io::stderr());
+    let (mut out, mut err) = (std::io::sink(), app.log.writer(false));
     let mut ui = app.reporter(&mut out, &mut err);
     super::failpoint::failpoint("panic-in-close");
     let webhook = Webhook::new(&project.coveralls.endpoint, &build, project.token.expose());

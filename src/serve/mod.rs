@@ -13,6 +13,7 @@ mod http;
 mod intake;
 mod log;
 mod metrics;
+mod nesting;
 mod projects;
 mod reply;
 mod schedule;
@@ -32,7 +33,7 @@ use tokio::sync::watch;
 
 use crate::env::Env;
 use crate::error::Error;
-use crate::report::Reporter;
+use crate::report::{Redactor, Reporter};
 use crate::settings::Flags;
 use metrics::Metrics;
 use projects::Settings;
@@ -40,11 +41,15 @@ use store::Store;
 
 /// Blocking threads: the closer's attempts, and room for the runtime's own.
 const BLOCKING_THREADS: usize = closer::ATTEMPTS_AT_ONCE + 16;
+/// At the stop, how long the log's last lines may take to be written.
+const LAST_LINES: Duration = Duration::from_secs(1);
 
 struct App {
     settings: Settings,
+    /// Standard error, through a writer thread that never blocks the runtime.
+    log: Arc<log::Log>,
     /// Every token and secret, redacted from every line: built once, at start.
-    secrets: Arc<[String]>,
+    secrets: Arc<Redactor>,
     store: Arc<Store>,
     closer: closer::Handle,
     metrics: Metrics,
@@ -57,10 +62,8 @@ struct App {
 pub fn run(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
     let settings = Settings::load(flags, env)?;
     failpoint::arm(env)?;
-    let secrets: Arc<[String]> = settings.secrets().into();
-    for secret in secrets.iter() {
-        ui.mask(secret);
-    }
+    let secrets = Arc::new(Redactor::new(settings.secrets()));
+    ui.mask_all(Arc::clone(&secrets));
     let store = Store::open(&settings.durable.path, settings.durable.named)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -69,8 +72,11 @@ pub fn run(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
         .map_err(|err| Error::config(format!("cannot start the receiver's runtime: {err}")))?;
     let (max_connections, limit_note) = http::connection_cap();
     let (handle, submissions) = closer::channel();
+    let log = log::Log::to_stderr()
+        .map_err(|err| Error::config(format!("cannot start the log's writer: {err}")))?;
     let app = Arc::new(App {
         settings,
+        log,
         secrets,
         store,
         closer: handle,
@@ -86,7 +92,7 @@ pub fn run(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
             .await
             .map_err(cannot_listen)?;
         let address = listener.local_addr().map_err(cannot_listen)?;
-        introduce(&app, address, limit_note.as_deref(), ui);
+        introduce(&app, address, limit_note.as_deref());
         let app_in_panics = Arc::clone(&app);
         std::panic::set_hook(Box::new(move |info| {
             app_in_panics.log_line(&format!("panic: {}", log::field(&info.to_string(), 500)));
@@ -99,11 +105,22 @@ pub fn run(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
     });
     // Attempts stuck past the grace are not waited for: their closes stay pending.
     runtime.shutdown_timeout(Duration::from_millis(100));
-    stopped(&app, served?, ui)
+    let result = served.and_then(|unanswered| stopped(&app, unanswered));
+    finish_log(&app.log, result)
+}
+
+/// Write the log's last lines before the result is told, and never wait on a standard error
+/// that takes nothing (nobody reads it): then end the process here, with the result's code.
+fn finish_log(log: &log::Log, result: Result<(), Error>) -> Result<(), Error> {
+    if log.finish(LAST_LINES) {
+        return result;
+    }
+    let code = result.err().map_or(0, |error| error.exit_code());
+    std::process::exit(i32::from(code))
 }
 
 /// The last line: whether every delivery in flight was answered, and what stays pending.
-fn stopped(app: &App, unanswered: usize, ui: &mut Reporter) -> Result<(), Error> {
+fn stopped(app: &App, unanswered: usize) -> Result<(), Error> {
     let pending = app.store.counts().map(|counts| counts.pending).unwrap_or(0);
     let kept = match pending {
         0 => String::new(),
@@ -114,7 +131,7 @@ fn stopped(app: &App, unanswered: usize, ui: &mut Reporter) -> Result<(), Error>
     };
     match unanswered {
         0 => {
-            ui.log(&format!(
+            app.log_always(&format!(
                 "stopped: every delivery in flight was answered{kept}"
             ));
             Ok(())
@@ -153,24 +170,24 @@ fn wrap(text: &str, width: usize) -> String {
 }
 
 /// The first lines of the log: where it listens and what it will do.
-fn introduce(app: &App, address: SocketAddr, limit_note: Option<&str>, ui: &mut Reporter) {
+fn introduce(app: &App, address: SocketAddr, limit_note: Option<&str>) {
     let settings = &app.settings;
-    ui.log(&format!(
+    app.log_always(&format!(
         "coveralls-finish {} serve: listening on http://{address}",
         crate::VERSION
     ));
-    ui.log(&sources::states(settings));
+    app.log_always(&sources::states(settings));
     for project in &settings.projects {
-        ui.log(&format!("project {}: {}", project.name, project.describe()));
+        app.log_always(&format!("project {}: {}", project.name, project.describe()));
     }
     let counts = app.store.counts().unwrap_or_default();
-    ui.log(&format!(
+    app.log_always(&format!(
         "state: {} ({} pending, {} failed)",
         app.store.path().display(),
         counts.pending,
         counts.failed
     ));
-    ui.log(&format!(
+    app.log_always(&format!(
         "at most {} connections at once ({}); {} closes at once",
         app.max_connections,
         limit_note.unwrap_or("more wait to be accepted"),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use ureq::Agent;
 
+use super::nesting::{MAX_DEPTH, too_deep};
 use super::schedule::{Schedule, parse_duration, parse_waits};
 use super::sources::{IdKey, SOURCES, Source, listed, not_set, off, switches};
 use super::store;
@@ -16,6 +17,10 @@ use crate::config::{self, Secret};
 use crate::env::Env;
 use crate::error::Error;
 use crate::settings::{Flags, Given, Key, Values};
+
+/// The fewest bytes a secret or token may have (a repo token has 32 or more): every
+/// occurrence of a secret is redacted from the log, so a short one would garble it.
+const MIN_SECRET: usize = 8;
 
 /// Agents (each with a connection pool of its own) the closes to one endpoint take turns
 /// on: threads sharing one pool wait on each other. As many as attempts run at once.
@@ -28,6 +33,10 @@ pub struct Settings {
     /// The sources' secrets that are set, by variable.
     secrets: Vec<(&'static str, Secret)>,
     pub projects: Vec<Project>,
+    /// The projects by name, and by id (a key's name and its normalized value), so that
+    /// finding one costs the same with ten thousand projects as with one.
+    by_name: HashMap<String, usize>,
+    by_id: HashMap<(&'static str, String), usize>,
     pub debug: bool,
 }
 
@@ -77,19 +86,11 @@ pub enum PipelineNumber {
     Id,
 }
 
-/// One id of a project: a source's projects-file key and its value, as written.
+/// One id of a project: a source's projects-file key (each key is one source's) and its
+/// value, as written.
 pub struct ProjectId {
-    pub source: &'static str,
     pub key: &'static IdKey,
     pub value: String,
-}
-
-impl ProjectId {
-    fn matches(&self, source: &str, key: &IdKey, value: &str) -> bool {
-        self.source == source
-            && self.key.name == key.name
-            && (key.normalize)(&self.value) == (key.normalize)(value)
-    }
 }
 
 /// The projects file, as written.
@@ -175,11 +176,14 @@ impl Settings {
             None => vec![from_env(&shared)?],
         };
         share_agents(&mut projects, env)?;
+        let (by_name, by_id) = index(&projects);
         let settings = Settings {
             listen,
             durable: durable(&sources, env)?,
             secrets: secrets(env)?,
             projects,
+            by_name,
+            by_id,
             debug,
         };
         let off = |source: &&dyn Source| off(*source, &settings);
@@ -207,22 +211,27 @@ impl Settings {
 
     /// The project named `name`.
     pub fn project(&self, name: &str) -> Option<&Project> {
-        self.projects.iter().find(|project| project.name == name)
+        self.by_name.get(name).map(|&i| &self.projects[i])
     }
 
-    /// The first project that has one of these ids of `source`'s (a key and the value a
-    /// delivery gives for it), or the single project from the environment.
+    /// The first project (in the file's order) that has one of these ids of `source`'s (a
+    /// key and the value a delivery gives for it), or the single project from the
+    /// environment.
     pub fn find(&self, source: &dyn Source, ids: &[(&IdKey, Option<&str>)]) -> Option<&Project> {
-        let has = |project: &Project, key: &IdKey, value: &str| {
-            let mut ids = project.ids.iter();
-            ids.any(|id| id.matches(source.name(), key, value))
-        };
-        self.projects.iter().find(|project| {
-            project.any()
-                || ids
-                    .iter()
-                    .any(|(key, value)| value.is_some_and(|value| has(project, key, value)))
-        })
+        if let [only] = self.projects.as_slice() {
+            if only.any() {
+                return Some(only);
+            }
+        }
+        let owned = |key: &&IdKey| source.keys().iter().any(|own| own.name == key.name);
+        let found = ids
+            .iter()
+            .filter(|(key, _)| owned(key))
+            .filter_map(|(key, value)| {
+                let id = (key.name, (key.normalize)((*value)?));
+                self.by_id.get(&id).copied()
+            });
+        found.min().map(|i| &self.projects[i])
     }
 
     /// Every secret and token, for redacting them from the log.
@@ -234,6 +243,25 @@ impl Settings {
             .map(|s| s.expose().to_owned())
             .collect()
     }
+}
+
+/// Where each project is, by name and by id.
+type Index = (
+    HashMap<String, usize>,
+    HashMap<(&'static str, String), usize>,
+);
+
+fn index(projects: &[Project]) -> Index {
+    let mut by_name = HashMap::new();
+    let mut by_id = HashMap::new();
+    for (i, project) in projects.iter().enumerate() {
+        by_name.insert(project.name.clone(), i);
+        for id in &project.ids {
+            let normalized = (id.key.normalize)(&id.value);
+            by_id.entry((id.key.name, normalized)).or_insert(i);
+        }
+    }
+    (by_name, by_id)
 }
 
 /// The agents of each endpoint, made once and given to every project of it.
@@ -314,19 +342,37 @@ fn secrets(env: &Env) -> Result<Vec<(&'static str, Secret)>, Error> {
         let Some(secret) = env.get(var.name)? else {
             continue;
         };
-        if let Some((least, why)) = var.min_length {
-            if secret.len() < least {
-                return Err(Error::config(format!(
-                    "{} has {} bytes; expected at least {least}, since {why} (openssl rand \
-                     -hex 32 makes a good one)",
-                    var.name,
-                    secret.len()
-                )));
-            }
+        let (least, since) = match var.min_length {
+            Some((least, why)) => (least.max(MIN_SECRET), format!(", since {why}")),
+            None => (MIN_SECRET, String::new()),
+        };
+        if let Some(short) = too_short(secret, least) {
+            return Err(Error::config(format!(
+                "{} {short}{since} (openssl rand -hex 32 makes a good one)",
+                var.name
+            )));
         }
         secrets.push((var.name, Secret::new(secret)));
     }
     Ok(secrets)
+}
+
+/// What is wrong with `secret` for a secret of at least `least` bytes, blanks aside: it is
+/// blank, or has too few. Never the secret itself.
+fn too_short(secret: &str, least: usize) -> Option<String> {
+    match secret.trim().len() {
+        0 => Some(format!("is blank; expected at least {least} bytes")),
+        n if n < least => Some(format!("has {n} bytes; expected at least {least}")),
+        _ => None,
+    }
+}
+
+/// A repo token, checked for its length; `named` says where it was, for the error.
+fn repo_token(token: &str, named: &str) -> Result<Secret, String> {
+    match too_short(token, MIN_SECRET) {
+        Some(short) => Err(format!("{named}{short} (a repo token has 32 or more)")),
+        None => Ok(Secret::new(token.to_owned())),
+    }
 }
 
 impl Project {
@@ -358,12 +404,13 @@ impl Project {
 
 /// The one project the environment describes: every event is its.
 fn from_env(shared: &config::Shared) -> Result<Project, Error> {
-    let token = shared.token.clone().ok_or_else(|| {
+    let token = shared.token.as_ref().ok_or_else(|| {
         Error::config(
             "COVERALLS_REPO_TOKEN is not set; the receiver needs it, or --config with a file of \
              projects",
         )
     })?;
+    let token = repo_token(token.expose(), "COVERALLS_REPO_TOKEN ").map_err(Error::config)?;
     Ok(Project {
         name: "default".to_owned(),
         ids: Vec::new(),
@@ -384,6 +431,12 @@ fn from_file(path: &Path, env: &Env, shared: &Coveralls) -> Result<Vec<Project>,
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|err| Error::config(format!("{shown}: cannot read it: {err}")))?;
+    if let Some(line) = too_deep(&text) {
+        return Err(Error::config(format!(
+            "{shown}: line {line}: nested more than {MAX_DEPTH} deep (arrays, inline tables \
+             and dotted keys); expected a file of [[project]] tables"
+        )));
+    }
     let file: File =
         basic_toml::from_str(&text).map_err(|err| Error::config(format!("{shown}: {err}")))?;
     let service = match &file.endpoint {
@@ -473,11 +526,7 @@ fn ids(
                 let what = format!("{normalized:?} belongs to another project already");
                 return Err(at(key.name, &what));
             }
-            ids.push(ProjectId {
-                source: source.name(),
-                key,
-                value,
-            });
+            ids.push(ProjectId { key, value });
         }
     }
     if ids.is_empty() {
@@ -510,9 +559,12 @@ fn with_endpoint(service: &Coveralls, endpoint: &str) -> Result<Coveralls, Error
 /// The project's token: in the file, or in the variable the file names.
 fn token(entry: &Entry, env: &Env, at: &dyn Fn(&str, &str) -> Error) -> Result<Secret, Error> {
     match (&entry.repo_token, &entry.repo_token_env) {
-        (Some(token), None) if !token.is_empty() => Ok(Secret::new(token.clone())),
+        (Some(token), None) => repo_token(token, "").map_err(|why| at("repo_token", &why)),
         (None, Some(var)) => match env.get(var)? {
-            Some(token) => Ok(Secret::new(token)),
+            Some(token) => {
+                let named = format!("{var} ");
+                repo_token(token, &named).map_err(|why| at("repo_token_env", &why))
+            }
             None => Err(at(
                 "repo_token_env",
                 &format!("names {var}, which is not set"),
@@ -539,7 +591,7 @@ mod tests {
         let path = dir.path().join("projects.toml");
         std::fs::write(&path, toml).unwrap();
         let mut env = env.to_vec();
-        env.push(("CIRCLECI_WEBHOOK_SECRET", "s"));
+        env.push(("CIRCLECI_WEBHOOK_SECRET", "a-webhook-secret"));
         let args = ["serve".into(), "--config".into(), path.into_os_string()];
         let Ok(crate::settings::Command::Serve(flags)) = crate::settings::parse(args) else {
             panic!("not serve");
@@ -615,6 +667,34 @@ mod tests {
     }
 
     #[test]
+    fn tokens_and_secrets_under_8_bytes_or_blank_are_refused_never_shown() {
+        let file = |token: &str| {
+            format!("[[project]]\nname = \"a\"\nmagnum_project_id = 1\nrepo_token = \"{token}\"\n")
+        };
+        assert!(load(&file("12345678"), &[]).is_ok(), "8 bytes are enough");
+        for (token, expected) in [
+            ("1234567", "repo_token: has 7 bytes; expected at least 8"),
+            ("   ", "repo_token: is blank; expected at least 8 bytes"),
+            (" 123456 ", "repo_token: has 6 bytes; expected at least 8"),
+        ] {
+            let err = load(&file(token), &[]).err().unwrap().to_string();
+            assert!(err.contains(expected), "{err}");
+            assert!(err.contains("project \"a\""), "{err}");
+            assert!(
+                token.trim().is_empty() || !err.contains(token.trim()),
+                "{err}"
+            );
+        }
+        let from_env = "[[project]]\nname = \"a\"\nmagnum_project_id = 1\nrepo_token_env = \"T\"\n";
+        let err = load(from_env, &[("T", "short")]).err().unwrap().to_string();
+        assert!(
+            err.contains("repo_token_env: T has 5 bytes; expected at least 8"),
+            "{err}"
+        );
+        assert!(!err.contains("short"), "{err}");
+    }
+
+    #[test]
     fn errors_name_the_file_the_project_and_the_key() {
         let err = |toml: &str, env: &[(&str, &str)]| load(toml, env).err().unwrap().to_string();
         let missing = err(TWO, &[]);
@@ -629,13 +709,16 @@ mod tests {
             unknown.contains("projects.toml") && unknown.contains("unknown field `slug`"),
             "{unknown}"
         );
-        let orphan = err("[[project]]\nname = \"a\"\nrepo_token = \"t\"\n", &[]);
+        let orphan = err(
+            "[[project]]\nname = \"a\"\nrepo_token = \"token-of-a\"\n",
+            &[],
+        );
         assert!(
             orphan.contains("project \"a\": circleci_slug: set circleci_slug"),
             "{orphan}"
         );
         let twice = err(
-            "[[project]]\nname = \"a\"\nmagnum_project_id = 1\nrepo_token = \"t\"\n[[project]]\nname = \"b\"\nmagnum_project_id = \"1\"\nrepo_token = \"t\"\n",
+            "[[project]]\nname = \"a\"\nmagnum_project_id = 1\nrepo_token = \"token-of-a\"\n[[project]]\nname = \"b\"\nmagnum_project_id = \"1\"\nrepo_token = \"token-of-a\"\n",
             &[],
         );
         assert!(
@@ -643,7 +726,7 @@ mod tests {
             "{twice}"
         );
         let endpoint = err(
-            "[[project]]\nname = \"a\"\nmagnum_project_id = 1\nrepo_token = \"t\"\nendpoint = \"ftp://x\"\n",
+            "[[project]]\nname = \"a\"\nmagnum_project_id = 1\nrepo_token = \"token-of-a\"\nendpoint = \"ftp://x\"\n",
             &[],
         );
         assert!(

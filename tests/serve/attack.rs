@@ -4,7 +4,9 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::receiver::{MAGNUM, Raw, Receiver, SECRET, head, resident_kib, sign, workflow_event};
+use crate::receiver::{
+    MAGNUM, Raw, Receiver, SECRET, circleci_request, head, resident_kib, workflow_event,
+};
 #[cfg(unix)]
 use crate::signal;
 use crate::support::{CLOSED, Reply, Server, binary, json, under_wine};
@@ -46,27 +48,13 @@ fn an_absurd_content_length_is_refused_at_once_never_a_crash() {
     assert_eq!(coveralls.requests().len(), 1);
 }
 
-/// A signed CircleCI delivery of `body` as raw bytes, head and body.
-fn circleci_request(body: &[u8]) -> Vec<u8> {
-    let signature = format!("v1={}", sign(SECRET, body));
-    let length = body.len().to_string();
-    let headers = [
-        ("Content-Length", length.as_str()),
-        ("circleci-signature", &signature),
-    ];
-    let mut request = head("POST", "/circleci", &headers);
-    request.extend_from_slice(body);
-    request
-}
-
 /// Connect, maybe send `request`, and reset the connection (SO_LINGER 0) rather than close it.
 fn reset_connection(addr: std::net::SocketAddr, request: Option<&[u8]>) {
     let mut raw = Raw::connect(addr);
     if let Some(request) = request {
         let _ = raw.send(request);
     }
-    let socket = socket2::SockRef::from(raw.stream());
-    socket.set_linger(Some(Duration::ZERO)).unwrap();
+    raw.reset();
 }
 
 #[test]
@@ -122,6 +110,7 @@ fn idle_connections_past_the_file_limit_wait_and_it_keeps_serving() {
             ("COVERALLS_ENDPOINT", &endpoint),
             ("CIRCLECI_WEBHOOK_SECRET", SECRET),
         ],
+        &[],
     );
     let log = receiver.log_with("connections at once");
     assert!(log.contains("the open-file limit is 64"), "{log}");

@@ -13,6 +13,7 @@ mod closes;
 mod crash;
 mod github;
 mod gitlab;
+mod hostile;
 mod load;
 mod magnum;
 mod projects;

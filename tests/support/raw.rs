@@ -35,6 +35,12 @@ impl Raw {
         self.stream.write_all(bytes)
     }
 
+    /// End the connection with a reset (SO_LINGER 0) rather than a close.
+    pub fn reset(self) {
+        let socket = socket2::SockRef::from(&self.stream);
+        socket.set_linger(Some(Duration::ZERO)).unwrap();
+    }
+
     /// The next answer; `None` where the connection ended (or was reset) first.
     pub fn answer(&mut self) -> Option<Answer> {
         let mut received = Vec::new();

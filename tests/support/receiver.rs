@@ -10,7 +10,7 @@ mod senders;
 mod sign;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::{Child, ChildStderr, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use crate::support::{Server, binary};
 pub use raw::{Raw, head, resident_kib};
 pub use senders::{
-    GitLabHook, delivery_id, fixture, now, pipeline_hook, workflow_event, workflow_run,
+    GitLabHook, circleci_request, delivery_id, fixture, now, pipeline_hook, workflow_event,
+    workflow_run,
 };
 pub use sign::{sign, sign_standard};
 
@@ -26,6 +27,9 @@ pub use sign::{sign, sign_standard};
 pub const SECRET: &str = "circle-webhook-secret-7f3a";
 pub const MAGNUM: &str = "magnum-hook-secret-91c2";
 pub const REPO_TOKEN: &str = "repo-token-55aa66bb";
+
+/// The receiver's standard error, as the tests read it.
+type Log = BufReader<ChildStderr>;
 
 /// How long a receiver may take to say where it listens.
 const START_LIMIT: Duration = Duration::from_secs(20);
@@ -36,7 +40,9 @@ pub struct Receiver {
     child: Child,
     pub url: String,
     log: Arc<Mutex<String>>,
-    reading: Option<JoinHandle<()>>,
+    reading: Option<JoinHandle<Option<Log>>>,
+    /// Its standard error, where the test leaves it unread (a stalled log).
+    unread: Option<Log>,
     agent: ureq::Agent,
     /// Never to appear in the log: every `*TOKEN` and `*SECRET` variable it was given.
     secrets: Vec<String>,
@@ -52,7 +58,7 @@ impl Receiver {
         command
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args);
-        Receiver::spawn(command, env)
+        Receiver::spawn(command, env, true)
     }
 
     /// A receiver with a projects file of this text (`{endpoint}` stands for `coveralls`).
@@ -60,23 +66,47 @@ impl Receiver {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("projects.toml");
         std::fs::write(&path, toml.replace("{endpoint}", &coveralls.url())).unwrap();
-        let mut receiver = Receiver::start(env, &["--config", path.to_str().unwrap()]);
-        receiver._projects = Some(dir);
-        receiver
+        Receiver::start(env, &["--config", path.to_str().unwrap()]).keeping(dir)
     }
 
-    /// The same, under an open-file limit of `files` (the shell's `ulimit -n`).
+    /// A receiver under an open-file limit of `files` (the shell's `ulimit -n`), with `args`.
     #[cfg(unix)]
-    pub fn start_with_file_limit(files: u32, env: &[(&str, &str)]) -> Receiver {
+    pub fn start_with_file_limit(files: u32, env: &[(&str, &str)], args: &[&str]) -> Receiver {
         let mut command = std::process::Command::new("/bin/sh");
         command.env_clear().arg("-c").arg(format!(
-            "ulimit -n {files} && exec \"$0\" serve --listen 127.0.0.1:0"
+            "ulimit -n {files} && exec \"$0\" serve --listen 127.0.0.1:0 \"$@\""
         ));
-        command.arg(env!("CARGO_BIN_EXE_coveralls-finish"));
-        Receiver::spawn(command, env)
+        command
+            .arg(env!("CARGO_BIN_EXE_coveralls-finish"))
+            .args(args);
+        Receiver::spawn(command, env, true)
     }
 
-    fn spawn(mut command: std::process::Command, env: &[(&str, &str)]) -> Receiver {
+    /// A receiver whose standard error nobody reads once it has said where it listens, as
+    /// a stalled journald or a stuck pipe would leave it; [`Receiver::resume_log`] reads on.
+    pub fn with_unread_log(env: &[(&str, &str)]) -> Receiver {
+        let mut command = binary();
+        command.args(["serve", "--listen", "127.0.0.1:0"]);
+        Receiver::spawn(command, env, false)
+    }
+
+    /// Read its log again, from where it was left unread.
+    pub fn resume_log(&mut self) {
+        let stderr = self.unread.take().expect("a log left unread");
+        let log = Arc::clone(&self.log);
+        let (listening, _) = mpsc::channel();
+        self.reading = Some(thread::spawn(move || {
+            collect(stderr, &log, listening, true)
+        }));
+    }
+
+    /// Keep `dir` (a projects file's) for as long as the receiver runs.
+    pub fn keeping(mut self, dir: tempfile::TempDir) -> Self {
+        self._projects = Some(dir);
+        self
+    }
+
+    fn spawn(mut command: std::process::Command, env: &[(&str, &str)], read_log: bool) -> Receiver {
         // A state file of its own, in a directory that goes with it, unless the test names one.
         let state = match env
             .iter()
@@ -100,7 +130,7 @@ impl Receiver {
         let (listening, address) = mpsc::channel();
         let reading = {
             let log = Arc::clone(&log);
-            thread::spawn(move || collect(stderr, &log, listening))
+            thread::spawn(move || collect(stderr, &log, listening, read_log))
         };
         let Ok(url) = address.recv_timeout(START_LIMIT) else {
             let _ = child.kill();
@@ -110,6 +140,11 @@ impl Receiver {
                 "the receiver did not start within {START_LIMIT:?} ({status}):\n{}",
                 log.lock().unwrap()
             );
+        };
+        // Left unread from here on: the reader stopped after the line that said where.
+        let (reading, unread) = match read_log {
+            true => (Some(reading), None),
+            false => (None, reading.join().unwrap()),
         };
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -127,7 +162,8 @@ impl Receiver {
             child,
             url,
             log,
-            reading: Some(reading),
+            reading,
+            unread,
             agent,
             secrets,
             _projects: None,
@@ -299,8 +335,14 @@ impl Receiver {
     }
 }
 
-/// Collect the log as it comes; send where the receiver listens when it says.
-fn collect(mut stderr: impl BufRead, log: &Mutex<String>, listening: mpsc::Sender<String>) {
+/// Collect the log as it comes; send where the receiver listens when it says. Unless
+/// `read_on`, stop there and give the rest back unread.
+fn collect<R: BufRead>(
+    mut stderr: R,
+    log: &Mutex<String>,
+    listening: mpsc::Sender<String>,
+    read_on: bool,
+) -> Option<R> {
     let mut listening = Some(listening);
     let mut line = String::new();
     while stderr.read_line(&mut line).unwrap_or(0) > 0 {
@@ -308,16 +350,21 @@ fn collect(mut stderr: impl BufRead, log: &Mutex<String>, listening: mpsc::Sende
         if let Some((_, address)) = line.trim_end().split_once("listening on ") {
             if let Some(listening) = listening.take() {
                 let _ = listening.send(address.to_owned());
+                if !read_on {
+                    return Some(stderr);
+                }
             }
         }
         line.clear();
     }
+    None
 }
 
 impl Drop for Receiver {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        drop(self.unread.take());
         if let Some(reading) = self.reading.take() {
             let _ = reading.join();
         }

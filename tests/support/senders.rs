@@ -2,8 +2,9 @@
 //! delivery, a Magnum CI hook with its secret in the URL, a signed GitHub delivery, a GitLab
 //! Pipeline Hook with its token or its signature or both, and the events they carry.
 
-use super::Receiver;
+use super::raw::head;
 use super::sign::{sign, sign_standard};
+use super::{Receiver, SECRET};
 
 impl Receiver {
     /// A CircleCI delivery of `body`, of type `event`, signed with `secret`.
@@ -149,4 +150,17 @@ pub fn workflow_event(event_id: &str, workflow_id: &str, slug: &str) -> Vec<u8> 
     event["project"]["slug"] = slug.into();
     event["project"]["id"] = format!("id-of-{slug}").into();
     serde_json::to_vec(&event).unwrap()
+}
+
+/// A CircleCI delivery of `body` signed with [`SECRET`], as raw bytes: head and body.
+pub fn circleci_request(body: &[u8]) -> Vec<u8> {
+    let signature = format!("v1={}", sign(SECRET, body));
+    let length = body.len().to_string();
+    let headers = [
+        ("Content-Length", length.as_str()),
+        ("circleci-signature", &signature),
+    ];
+    let mut request = head("POST", "/circleci", &headers);
+    request.extend_from_slice(body);
+    request
 }
