@@ -46,6 +46,12 @@ fn closes_on_github_with_carryforward_outputs_and_summary() {
         })
     );
 
+    assert_github_outputs_and_summary(&out);
+}
+
+/// What the GitHub close above leaves for the workflow: the masked token, the result line,
+/// the step outputs and the summary.
+fn assert_github_outputs_and_summary(out: &support::Outcome) {
     assert!(
         out.stdout.starts_with(&format!("::add-mask::{TOKEN}\n")),
         "{}",
@@ -65,7 +71,7 @@ fn closes_on_github_with_carryforward_outputs_and_summary() {
     assert_eq!(outputs["jobs"], "3");
     assert_eq!(outputs["build-number"], "4193273239");
     assert_eq!(outputs["coveralls-api-result"], CLOSED);
-    let summary = out.summary.unwrap();
+    let summary = out.summary.as_deref().unwrap();
     assert!(
         summary.contains("| Build number | `4193273239` (GITHUB_RUN_ID, GitHub Actions) |"),
         "{summary}"
@@ -495,6 +501,28 @@ fn dry_run_prints_the_request_with_the_token_redacted_and_sends_nothing() {
     );
 }
 
+/// On GitHub, with `COVERALLS_FAIL_ON_ERROR=false` and `vars`: exit 0, and the failure, which
+/// says `expected`, is a warning, never an error.
+fn assert_softened(vars: &[(&str, &str)], expected: &str) {
+    let out = finish()
+        .github()
+        .env("COVERALLS_FAIL_ON_ERROR", "false")
+        .envs(vars)
+        .run();
+    assert_eq!(out.code, 0, "{vars:?}: {out:#?}");
+    let warning = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("::warning title=coveralls-finish::"))
+        .unwrap_or_default();
+    assert!(
+        warning.contains(expected) && warning.contains("COVERALLS_FAIL_ON_ERROR is false"),
+        "{vars:?}: {}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("::error"), "{vars:?}");
+}
+
 #[test]
 fn fail_on_error_false_softens_every_failure_class() {
     let refused = refused_url();
@@ -534,23 +562,7 @@ fn fail_on_error_false_softens_every_failure_class() {
         ),
     ];
     for (vars, expected) in cases {
-        let out = finish()
-            .github()
-            .env("COVERALLS_FAIL_ON_ERROR", "false")
-            .envs(&vars)
-            .run();
-        assert_eq!(out.code, 0, "{vars:?}: {out:#?}");
-        let warning = out
-            .stdout
-            .lines()
-            .find(|l| l.starts_with("::warning title=coveralls-finish::"))
-            .unwrap_or_default();
-        assert!(
-            warning.contains(expected) && warning.contains("COVERALLS_FAIL_ON_ERROR is false"),
-            "{vars:?}: {}",
-            out.stdout
-        );
-        assert!(!out.stdout.contains("::error"), "{vars:?}");
+        assert_softened(&vars, expected);
     }
     // A flag error is softened too, as the variable asks.
     let out = finish()

@@ -156,24 +156,29 @@ fn bad_receiver_settings_stop_it_at_start() {
             "cannot listen on not-an-address",
         ),
     ];
+    for (args, env, expected) in cases {
+        assert_stops_at_start(&args, env, expected);
+    }
+}
+
+/// `serve` with these arguments and variables exits 2, saying `expected`, and no secret.
+fn assert_stops_at_start(args: &[&str], env: Vars, expected: &str) {
     // A state file of the test's own: one that starts far enough opens it.
     let state = tempfile::tempdir().unwrap();
-    for (args, env, expected) in cases {
-        let output = binary()
-            .envs(env.iter().copied())
-            .env("COVERALLS_FINISH_STATE", state.path().join("state.sqlite3"))
-            .arg("serve")
-            .args(&args)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8(output.stderr).unwrap();
-        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains(expected), "{args:?}: {stderr}");
-        assert!(
-            !stderr.contains(SECRET) && !stderr.contains(TOKEN),
-            "{stderr}"
-        );
-    }
+    let output = binary()
+        .envs(env.iter().copied())
+        .env("COVERALLS_FINISH_STATE", state.path().join("state.sqlite3"))
+        .arg("serve")
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    assert!(
+        !stderr.contains(SECRET) && !stderr.contains(TOKEN),
+        "{stderr}"
+    );
 }
 
 #[test]

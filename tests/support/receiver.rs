@@ -52,6 +52,23 @@ pub struct Receiver {
     _state: Option<tempfile::TempDir>,
 }
 
+/// A state file of its own, in a directory that goes with the receiver, unless the test
+/// names one.
+fn own_state(
+    command: &mut std::process::Command,
+    env: &[(&str, &str)],
+) -> Option<tempfile::TempDir> {
+    if env
+        .iter()
+        .any(|(name, _)| *name == "COVERALLS_FINISH_STATE")
+    {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    command.env("COVERALLS_FINISH_STATE", dir.path().join("state.sqlite3"));
+    Some(dir)
+}
+
 impl Receiver {
     pub fn start(env: &[(&str, &str)], args: &[&str]) -> Receiver {
         let mut command = binary();
@@ -107,18 +124,7 @@ impl Receiver {
     }
 
     fn spawn(mut command: std::process::Command, env: &[(&str, &str)], read_log: bool) -> Receiver {
-        // A state file of its own, in a directory that goes with it, unless the test names one.
-        let state = match env
-            .iter()
-            .any(|(name, _)| *name == "COVERALLS_FINISH_STATE")
-        {
-            true => None,
-            false => {
-                let dir = tempfile::tempdir().unwrap();
-                command.env("COVERALLS_FINISH_STATE", dir.path().join("state.sqlite3"));
-                Some(dir)
-            }
-        };
+        let state = own_state(&mut command, env);
         command
             .envs(env.iter().copied())
             .stdin(Stdio::null())

@@ -275,40 +275,48 @@ fn serve(stream: impl Read + Write, shared: &Shared) -> Result<(), String> {
             thread::sleep(*delay);
             reply = then;
         }
-        match reply {
-            Reply::Slow(..) | Reply::Decide(_) => {
-                return Err("one level of Slow or Decide only".to_owned());
-            }
-            Reply::Stall => {
-                let started = Instant::now();
-                while !shared.stopping.load(Ordering::SeqCst)
-                    && started.elapsed() < Duration::from_secs(20)
-                {
-                    thread::sleep(Duration::from_millis(20));
-                }
-                return Ok(());
-            }
-            Reply::Files(files) => {
-                let found = files.iter().find(|(path, _)| *path == target);
-                let (status, body) = match found {
-                    Some((_, body)) => (200, body.as_slice()),
-                    None => (404, b"Not Found".as_slice()),
-                };
-                answer(stream, status, &[], body);
-                return Ok(());
-            }
-            Reply::Answer {
-                status,
-                headers,
-                body,
-            } => {
-                let body = String::from_utf8_lossy(body).replace("{server}", &shared.url);
-                answer(stream, *status, headers, body.as_bytes());
-                return Ok(());
-            }
-        }
+        return send(stream, reply, &target, shared);
     }
     Ok(())
+}
+
+/// Send `reply` to the request for `target` (a Stall holds the connection, then ends it).
+fn send(
+    stream: &mut impl Write,
+    reply: &Reply,
+    target: &str,
+    shared: &Shared,
+) -> Result<(), String> {
+    match reply {
+        Reply::Slow(..) | Reply::Decide(_) => Err("one level of Slow or Decide only".to_owned()),
+        Reply::Stall => {
+            let started = Instant::now();
+            while !shared.stopping.load(Ordering::SeqCst)
+                && started.elapsed() < Duration::from_secs(20)
+            {
+                thread::sleep(Duration::from_millis(20));
+            }
+            Ok(())
+        }
+        Reply::Files(files) => {
+            let found = files.iter().find(|(path, _)| *path == target);
+            let (status, body) = match found {
+                Some((_, body)) => (200, body.as_slice()),
+                None => (404, b"Not Found".as_slice()),
+            };
+            answer(stream, status, &[], body);
+            Ok(())
+        }
+        Reply::Answer {
+            status,
+            headers,
+            body,
+        } => {
+            let body = String::from_utf8_lossy(body).replace("{server}", &shared.url);
+            answer(stream, *status, headers, body.as_bytes());
+            Ok(())
+        }
+    }
 }
 
 fn answer(stream: &mut impl Write, status: u16, headers: &[(String, String)], body: &[u8]) {
