@@ -188,7 +188,10 @@ fn ten_thousand_projects_start_at_once_and_cost_nothing_per_delivery() {
     assert_eq!(many.get("/healthz"), 200);
     let took = started.elapsed();
     println!("10,000 projects: first answer after {took:?}");
-    assert!(took < Duration::from_secs(8), "first answer after {took:?}");
+    // Linear start-up takes 3 s in a debug build on its own, and up to 11 s beside the other
+    // tests on two cores; the quadratic one this guards against took 18 s in a release build.
+    let limit = Duration::from_secs(if cfg!(debug_assertions) { 30 } else { 5 });
+    assert!(took < limit, "first answer after {took:?}");
     let body = workflow_event("e-last", "wf-last", "gh/many/p9999");
     let (status, answer) = many.circleci(SECRET, "workflow-completed", &body);
     assert_eq!(
