@@ -211,7 +211,7 @@ mod tests {
 
     #[test]
     fn the_standard_webhooks_vectors_verify_and_nothing_else_does() {
-        let fixture = include_bytes!("../../../tests/fixtures/gitlab_pipeline_hook.json");
+        let fixture = include_bytes!("testdata/gitlab_pipeline_hook.json");
         let computed = (
             "whsec_AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=",
             "f5e5f430-f57b-4e6e-9fac-d9128cd7232f",

@@ -233,7 +233,7 @@ mod tests {
     /// the completed fixture: webhook_signature_vectors.json.
     #[test]
     fn the_published_vectors_verify() {
-        let fixture = include_bytes!("../../../tests/fixtures/github_workflow_run_completed.json");
+        let fixture = include_bytes!("testdata/github_workflow_run_completed.json");
         let vectors: [(&str, &[u8], &str); 2] = [
             (
                 "It's a Secret to Everybody",
