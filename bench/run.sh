@@ -126,7 +126,7 @@ start_receiver() { # binary, log file, then VAR=value settings
     local binary=$1 log=$2
     shift 2
     receivers=$((receivers + 1))
-    env COVERALLS_ENDPOINT="$endpoint" CIRCLECI_WEBHOOK_SECRET=bench-secret \
+    env COVERALLS_ENDPOINT="$endpoint" CIRCLECI_WEBHOOK_SECRET=bench-webhook-secret \
         COVERALLS_FINISH_STATE="$work/state-$receivers.sqlite3" "$@" \
         "$binary" serve --listen 127.0.0.1:0 ${config:+--config "$config"} >/dev/null 2>"$log" &
     pids+=($!)
@@ -145,7 +145,7 @@ load() { # label, receiver URL, then receiver_load's arguments
     shift 2
     echo "$label:"
     before=$(commits "$url")
-    target/release/examples/receiver_load "$url" bench-secret "$@"
+    target/release/examples/receiver_load "$url" bench-webhook-secret "$@"
     after=$(commits "$url")
     if [ "$after" -gt "$before" ]; then
         echo "  the store: $((after - before)) commits for $1 deliveries' records and closes' outcomes ($(awk -v d="$1" -v c=$((after - before)) 'BEGIN { printf "%.1f", 2 * d / c }') rows a commit)"
@@ -180,7 +180,7 @@ workflows = ["test"]
 repo_token = "bench-token"
 EOF
 config=$work/projects.toml start_receiver "$receiver" "$work/serve-sources.log" \
-    GITHUB_WEBHOOK_SECRET=bench-secret GITLAB_WEBHOOK_SECRET=bench-secret
+    GITHUB_WEBHOOK_SECRET=bench-webhook-secret GITLAB_WEBHOOK_SECRET=bench-webhook-secret
 for n in $connections; do
     for source in circleci github gitlab; do
         load "POST /$source (signed; GitLab's with its secret token), kept alive" "$url" "$deliveries" "$n" --source "$source"
@@ -199,4 +199,4 @@ idle=500 slow=64
 if [ -n "$smoke" ]; then
     idle=50 slow=8
 fi
-target/release/examples/receiver_load "$new_url" bench-secret "$deliveries" 8 --idle "$idle" --slow "$slow"
+target/release/examples/receiver_load "$new_url" bench-webhook-secret "$deliveries" 8 --idle "$idle" --slow "$slow"
