@@ -87,7 +87,9 @@ fn duplicate_deliveries_close_once() {
         Duration::from_millis(300),
         Box::new(json(200, CLOSED)),
     )]);
-    let receiver = Receiver::in_front_of(&coveralls, &[]);
+    // Every answer waits for the one close, however busy the machine is with other tests.
+    let wait = ("COVERALLS_FINISH_ANSWER_WAIT", "8s");
+    let receiver = Receiver::in_front_of(&coveralls, &[wait]);
     let body = fixture("circleci_workflow_completed_github_oauth.json");
     let answers: Vec<(u16, serde_json::Value)> = thread::scope(|scope| {
         let threads: Vec<_> = (0..8)

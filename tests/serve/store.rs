@@ -170,7 +170,8 @@ fn a_refusal_is_failed_at_once_listed_and_closed_when_retried() {
     let state = tempfile::tempdir().unwrap();
     let file = state.path().join("state.sqlite3");
     let state_var = ("COVERALLS_FINISH_STATE", file.to_str().unwrap());
-    let receiver = Receiver::in_front_of(&coveralls, &[state_var, QUICK_RETRIES]);
+    let wait = ("COVERALLS_FINISH_ANSWER_WAIT", "8s");
+    let receiver = Receiver::in_front_of(&coveralls, &[state_var, QUICK_RETRIES, wait]);
     let (status, answer) = deliver(&receiver, "wf-422");
     assert_eq!(
         (status, &answer["closed"]),
@@ -207,7 +208,8 @@ fn a_refusal_is_failed_at_once_listed_and_closed_when_retried() {
 #[test]
 fn metrics_say_what_was_delivered_attempted_and_is_pending() {
     let coveralls = Server::start(vec![json(200, CLOSED), Reply::Stall]);
-    let receiver = Receiver::in_front_of(&coveralls, &[]);
+    // Long enough for the first close on a busy machine; the stalled one is queued after it.
+    let receiver = Receiver::in_front_of(&coveralls, &[("COVERALLS_FINISH_ANSWER_WAIT", "3s")]);
     assert_eq!(deliver(&receiver, "wf-1").0, 200);
     assert_eq!(deliver(&receiver, "wf-1").0, 200);
     assert_eq!(deliver(&receiver, "wf-2").0, 202);
@@ -304,7 +306,8 @@ fn a_full_disk_is_503_never_2xx_and_the_receiver_recovers_when_space_returns() {
     let state = disk.path.join("state.sqlite3");
     let coveralls = Server::start(vec![json(200, CLOSED)]);
     let state_var = ("COVERALLS_FINISH_STATE", state.to_str().unwrap());
-    let receiver = Receiver::in_front_of(&coveralls, &[state_var]);
+    let wait = ("COVERALLS_FINISH_ANSWER_WAIT", "8s");
+    let receiver = Receiver::in_front_of(&coveralls, &[state_var, wait]);
     assert_eq!(deliver(&receiver, "wf-before").0, 200);
     let filler = disk.fill();
     let mut answers: HashMap<String, u16> = HashMap::new();
