@@ -31,7 +31,8 @@ pub async fn deliver(
     log: &mut LogFields,
 ) -> Reply {
     failpoint("panic-in-verdict");
-    let reply = match source.verdict(&app.settings, parts, body, log) {
+    let verdict = source.verdict(&app.settings, parts, body, log);
+    let reply = match verdict.unwrap_or_else(Verdict::Answer) {
         Verdict::Answer(reply) => reply,
         Verdict::Close(close) => accept(app, source, *close, deadline, log).await,
     };

@@ -61,9 +61,37 @@ impl Source for CircleCi {
         parts: &Parts,
         body: &[u8],
         log: &mut LogFields,
-    ) -> Verdict {
-        self.read(settings, parts, body, log)
-            .unwrap_or_else(Verdict::Answer)
+    ) -> Result<Verdict, Reply> {
+        let secret = secret(self, settings, &SECRET)?;
+        // Authenticate the raw bytes before anything reads them.
+        let signature = header(parts, SIGNATURE.header);
+        SIGNATURE.verify(secret.expose().as_bytes(), body, signature)?;
+        let event: Event = serde_json::from_slice(body)
+            .map_err(|err| Reply::error(400, format!("malformed CircleCI event: {err}")))?;
+        log.id = Some(event.id.clone());
+        log.event = event.kind.clone();
+        let Some(kind) = event.kind.as_deref() else {
+            return Err(Reply::error(400, "malformed CircleCI event: no type"));
+        };
+        if let Some(said) = header(parts, "circleci-event-type").filter(|said| *said != kind) {
+            return Err(Reply::error(
+                400,
+                format!(
+                    "circleci-event-type is {} but the signed event is {}",
+                    field(said, 64),
+                    field(kind, 64)
+                ),
+            ));
+        }
+        match kind {
+            "ping" => Ok(pong()),
+            "workflow-completed" => self.workflow_completed(settings, &event),
+            "job-completed" => self.job_completed(settings, &event),
+            other => Ok(Verdict::Answer(Reply::ignored(format!(
+                "event type {} is not one that closes a build",
+                field(other, 64)
+            )))),
+        }
     }
 }
 
@@ -109,45 +137,6 @@ struct Job {
 }
 
 impl CircleCi {
-    fn read(
-        &self,
-        settings: &Settings,
-        parts: &Parts,
-        body: &[u8],
-        log: &mut LogFields,
-    ) -> Result<Verdict, Reply> {
-        let secret = secret(self, settings, &SECRET)?;
-        // Authenticate the raw bytes before anything reads them.
-        let signature = header(parts, SIGNATURE.header);
-        SIGNATURE.verify(secret.expose().as_bytes(), body, signature)?;
-        let event: Event = serde_json::from_slice(body)
-            .map_err(|err| Reply::error(400, format!("malformed CircleCI event: {err}")))?;
-        log.id = Some(event.id.clone());
-        log.event = event.kind.clone();
-        let Some(kind) = event.kind.as_deref() else {
-            return Err(Reply::error(400, "malformed CircleCI event: no type"));
-        };
-        if let Some(said) = header(parts, "circleci-event-type").filter(|said| *said != kind) {
-            return Err(Reply::error(
-                400,
-                format!(
-                    "circleci-event-type is {} but the signed event is {}",
-                    field(said, 64),
-                    field(kind, 64)
-                ),
-            ));
-        }
-        match kind {
-            "ping" => Ok(pong()),
-            "workflow-completed" => self.workflow_completed(settings, &event),
-            "job-completed" => self.job_completed(settings, &event),
-            other => Ok(Verdict::Answer(Reply::ignored(format!(
-                "event type {} is not one that closes a build",
-                field(other, 64)
-            )))),
-        }
-    }
-
     fn workflow_completed(&self, settings: &Settings, event: &Event) -> Result<Verdict, Reply> {
         let Some(workflow) = &event.workflow else {
             return Err(Reply::error(

@@ -69,15 +69,41 @@ impl Source for GitHub {
         }
     }
 
+    /// The signature over the raw body first; then the event, from its header, and its
+    /// `action`: never from the run's `status`, which may say `completed` in a `requested`.
     fn verdict(
         &self,
         settings: &Settings,
         parts: &Parts,
         body: &[u8],
         log: &mut LogFields,
-    ) -> Verdict {
-        self.read(settings, parts, body, log)
-            .unwrap_or_else(Verdict::Answer)
+    ) -> Result<Verdict, Reply> {
+        let secret = secret(self, settings, &SECRET)?;
+        let signature = header(parts, SIGNATURE.header);
+        SIGNATURE.verify(secret.expose().as_bytes(), body, signature)?;
+        log.id = header(parts, "x-github-delivery").map(str::to_owned);
+        let Some(kind) = header(parts, "x-github-event") else {
+            return Err(Reply::error(400, "missing X-GitHub-Event header"));
+        };
+        log.event = Some(kind.to_owned());
+        match kind {
+            "ping" => return Ok(pong()),
+            "workflow_run" => {}
+            other => {
+                return Err(Reply::ignored(format!(
+                    "event {} is not one that closes a build (expected workflow_run)",
+                    field(other, 64)
+                )));
+            }
+        }
+        let event: Event = payload(parts, body, "GitHub event")?;
+        match event.action.as_deref() {
+            Some("completed") => self.completed(settings, event),
+            action => Err(Reply::ignored(format!(
+                "workflow_run {}: builds close on completed",
+                field(action.unwrap_or("without an action"), 64)
+            ))),
+        }
     }
 }
 
@@ -121,43 +147,6 @@ struct Repository {
 }
 
 impl GitHub {
-    /// The signature over the raw body first; then the event, from its header, and its
-    /// `action`: never from the run's `status`, which may say `completed` in a `requested`.
-    fn read(
-        &self,
-        settings: &Settings,
-        parts: &Parts,
-        body: &[u8],
-        log: &mut LogFields,
-    ) -> Result<Verdict, Reply> {
-        let secret = secret(self, settings, &SECRET)?;
-        let signature = header(parts, SIGNATURE.header);
-        SIGNATURE.verify(secret.expose().as_bytes(), body, signature)?;
-        log.id = header(parts, "x-github-delivery").map(str::to_owned);
-        let Some(kind) = header(parts, "x-github-event") else {
-            return Err(Reply::error(400, "missing X-GitHub-Event header"));
-        };
-        log.event = Some(kind.to_owned());
-        match kind {
-            "ping" => return Ok(pong()),
-            "workflow_run" => {}
-            other => {
-                return Err(Reply::ignored(format!(
-                    "event {} is not one that closes a build (expected workflow_run)",
-                    field(other, 64)
-                )));
-            }
-        }
-        let event: Event = payload(parts, body, "GitHub event")?;
-        match event.action.as_deref() {
-            Some("completed") => self.completed(settings, event),
-            action => Err(Reply::ignored(format!(
-                "workflow_run {}: builds close on completed",
-                field(action.unwrap_or("without an action"), 64)
-            ))),
-        }
-    }
-
     /// A run that completed: the close of its build, if its project closes on its workflow
     /// and its conclusion.
     fn completed(&self, settings: &Settings, event: Event) -> Result<Verdict, Reply> {

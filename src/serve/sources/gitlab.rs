@@ -96,9 +96,18 @@ impl Source for GitLab {
         parts: &Parts,
         body: &[u8],
         log: &mut LogFields,
-    ) -> Verdict {
-        self.read(settings, parts, body, log)
-            .unwrap_or_else(Verdict::Answer)
+    ) -> Result<Verdict, Reply> {
+        self.authenticate_token(settings, parts)?;
+        self.authenticate_signature(settings, parts, body)?;
+        let id = header(parts, "x-gitlab-event-uuid").or(header(parts, "webhook-id"));
+        log.id = id.map(str::to_owned);
+        log.event = header(parts, "x-gitlab-event").map(str::to_owned);
+        // Authentic: from here on, nothing is worth GitLab disabling the hook for.
+        self.decide(settings, parts, body)
+            .map_err(|reply| match reply.status {
+                400..=499 => Reply::ignored(reply.body["error"].as_str().unwrap_or("refused")),
+                _ => reply,
+            })
     }
 }
 
@@ -135,26 +144,6 @@ struct HookProject {
 }
 
 impl GitLab {
-    fn read(
-        &self,
-        settings: &Settings,
-        parts: &Parts,
-        body: &[u8],
-        log: &mut LogFields,
-    ) -> Result<Verdict, Reply> {
-        self.authenticate_token(settings, parts)?;
-        self.authenticate_signature(settings, parts, body)?;
-        let id = header(parts, "x-gitlab-event-uuid").or(header(parts, "webhook-id"));
-        log.id = id.map(str::to_owned);
-        log.event = header(parts, "x-gitlab-event").map(str::to_owned);
-        // Authentic: from here on, nothing is worth GitLab disabling the hook for.
-        self.decide(settings, parts, body)
-            .map_err(|reply| match reply.status {
-                400..=499 => Reply::ignored(reply.body["error"].as_str().unwrap_or("refused")),
-                _ => reply,
-            })
-    }
-
     /// The secret token, where the receiver has one: it needs no body.
     fn authenticate_token(&self, settings: &Settings, parts: &Parts) -> Result<(), Reply> {
         on(self, settings)?;

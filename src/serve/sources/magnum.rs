@@ -60,27 +60,6 @@ impl Source for Magnum {
         parts: &Parts,
         body: &[u8],
         log: &mut LogFields,
-    ) -> Verdict {
-        self.read(settings, parts, body, log)
-            .unwrap_or_else(Verdict::Answer)
-    }
-}
-
-#[derive(Deserialize)]
-struct Hook {
-    id: Option<Value>,
-    project_id: Value,
-    number: Value,
-    status: Option<String>,
-}
-
-impl Magnum {
-    fn read(
-        &self,
-        settings: &Settings,
-        parts: &Parts,
-        body: &[u8],
-        log: &mut LogFields,
     ) -> Result<Verdict, Reply> {
         let secret = secret(self, settings, &SECRET)?;
         let query = parts.uri.query().unwrap_or("");
@@ -108,6 +87,14 @@ impl Magnum {
         let from = format!("number of Magnum CI project {project_id}'s build");
         close(self, project, &number, from)
     }
+}
+
+#[derive(Deserialize)]
+struct Hook {
+    id: Option<Value>,
+    project_id: Value,
+    number: Value,
+    status: Option<String>,
 }
 
 fn text(value: &Value) -> Option<String> {

@@ -43,14 +43,15 @@ pub trait Source: Sync {
     fn check(&self, _settings: &Settings) -> Result<(), String> {
         Ok(())
     }
-    /// What one delivery asks for: authenticate it, read it, find its project, decide.
+    /// What one delivery asks for: authenticate it, read it, find its project, decide; an
+    /// `Err` is an answer at once, as `Verdict::Answer` is.
     fn verdict(
         &self,
         settings: &Settings,
         parts: &Parts,
         body: &[u8],
         log: &mut LogFields,
-    ) -> Verdict;
+    ) -> Result<Verdict, Reply>;
 }
 
 /// Every source, in the order the log and `--help` name them.
