@@ -15,12 +15,13 @@ const IDLE_CONNECTIONS: usize = 8;
 /// An agent for one endpoint (checked by [`crate::config::parse_endpoint`]); each request
 /// sets its own timeout.
 pub fn agent(endpoint: &str, env: &Env) -> Result<Agent, Error> {
-    Ok(agents(endpoint, env, 1)?.remove(0))
+    Ok(agents(endpoint, env, 1, IDLE_CONNECTIONS)?.remove(0))
 }
 
-/// `count` agents for one endpoint, each with a connection pool of its own: the receiver
-/// gives one to each worker, since threads sharing one pool wait on each other.
-pub fn agents(endpoint: &str, env: &Env, count: usize) -> Result<Vec<Agent>, Error> {
+/// `count` agents for one endpoint, each with a connection pool of its own that keeps up to
+/// `idle` connections: the receiver gives one to each worker, since threads sharing one
+/// pool wait on each other.
+pub fn agents(endpoint: &str, env: &Env, count: usize, idle: usize) -> Result<Vec<Agent>, Error> {
     let uri: Uri = endpoint.parse().expect("endpoint checked in config");
     let mut builder = Agent::config_builder()
         .http_status_as_error(false)
@@ -30,8 +31,8 @@ pub fn agents(endpoint: &str, env: &Env, count: usize) -> Result<Vec<Agent>, Err
         .accept("application/json")
         // Enough kept-alive connections for the receiver's closes at once: a new one costs a
         // handshake, and a thread of its own for the host's lookup.
-        .max_idle_connections(IDLE_CONNECTIONS)
-        .max_idle_connections_per_host(IDLE_CONNECTIONS)
+        .max_idle_connections(idle)
+        .max_idle_connections_per_host(idle)
         .proxy(proxy(env, &uri)?);
     if uri.scheme_str() == Some("https") {
         let tls = TlsConfig::builder()

@@ -19,9 +19,11 @@ use hyper::{Method, Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
-use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::Semaphore;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::connections::{Busy, Connection, Connections};
 use super::intake::{self, BUDGET};
 use super::log::{LogFields, field};
 use super::reply::Reply;
@@ -69,26 +71,16 @@ pub async fn listen(address: &str) -> io::Result<TcpListener> {
 /// Serve until `stop` resolves; then stop accepting, answer what was accepted and close
 /// the rest. The number of deliveries that were still unanswered when the grace ran out.
 pub async fn serve(listener: TcpListener, app: Arc<App>, stop: impl Future<Output = ()>) -> usize {
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        // From the first byte a connection could send, and again after each answer, so an
-        // idle keep-alive connection is cut off too.
-        .header_read_timeout(HEAD_TIMEOUT)
-        .max_header_size(MAX_HEAD)
-        .max_headers(MAX_HEADERS)
-        .max_buf_size(4 * MAX_HEAD)
-        .keep_alive(true);
-    let permits = Arc::new(Semaphore::new(app.max_connections));
+    let builder = builder();
+    let connections = Arc::new(Connections::new(app.budget.spare));
+    // Answers to connections past the cap: a few at a time, each brief.
+    let refusals = Arc::new(Semaphore::new(app.budget.spare));
     let graceful = GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
     let mut backoff = AcceptBackoff::default();
     loop {
-        // A permit before each accept: at the cap, new connections wait in the backlog.
-        let permit = tokio::select! {
-            permit = Arc::clone(&permits).acquire_owned() => permit.expect("never closed"),
-            () = stop.as_mut() => break,
-        };
+        // Every connection is accepted at once, none left waiting in the backlog: at the
+        // cap, the longest idle is cut for it, or it is answered 503 when none is idle.
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -100,21 +92,112 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, stop: impl Future<Outpu
             () = stop.as_mut() => break,
         };
         backoff.reset();
-        let app = Arc::clone(&app);
-        let service = service_fn(move |request| respond(Arc::clone(&app), request));
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let cap = app.budget.connections;
+        if connections.len() >= cap {
+            if !connections.cut_longest_idle() {
+                refuse(&app, &refusals, stream);
+                continue;
+            }
+            app.metrics.shed("idle");
+            // Its descriptor back before this one takes a place.
+            connections.below(cap, Duration::from_millis(100)).await;
+        }
+        let (connection, io) = connections.add(stream, MAX_BODY as u64);
+        let service = {
+            let (app, connection, connections) = (&app, &connection, &connections);
+            let (app, connection, connections) = (
+                Arc::clone(app),
+                Arc::clone(connection),
+                Arc::clone(connections),
+            );
+            service_fn(move |request| {
+                let (number, busy) = connection.begin(&connections);
+                respond(
+                    Arc::clone(&app),
+                    Arc::clone(&connection),
+                    number,
+                    busy,
+                    request,
+                )
+            })
+        };
+        let serving = graceful.watch(builder.serve_connection(TokioIo::new(io), service));
+        let connections = Arc::clone(&connections);
         tokio::spawn(async move {
             // Errors are the client's (a reset, a timeout, a malformed head): hyper has
             // answered what could be answered; the connection is done either way.
-            let _ = connection.await;
-            drop(permit);
+            tokio::select! {
+                _ = serving => {}
+                () = connection.cut() => {}
+            }
+            connections.remove(&connection);
         });
     }
     drop(listener);
     let _ = app.stopping.send(true);
-    let _ = tokio::time::timeout(GRACE, graceful.shutdown()).await;
+    let deadline = tokio::time::Instant::now() + GRACE;
+    connections.cut_every_idle();
+    let _ = tokio::time::timeout_at(deadline, graceful.shutdown()).await;
+    // A delivery whose sender has gone is still at work: its close, its log line.
+    while app.in_flight.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     app.in_flight.load(Ordering::SeqCst)
 }
+
+/// hyper's limits and timeouts for every connection.
+fn builder() -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        // From the first byte a connection could send, and again after each answer, so an
+        // idle keep-alive connection is cut off too.
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_header_size(MAX_HEAD)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(4 * MAX_HEAD)
+        // A client that ends its side once the request is sent (`nc -N`, some HTTP/1.0
+        // clients) still gets its answer.
+        .half_close(true)
+        .keep_alive(true);
+    builder
+}
+
+/// How long a refusal may take, its answer and the wait for the client to hang up.
+const REFUSAL: Duration = Duration::from_secs(1);
+
+/// Answer a connection past the cap, none of whose places is idle: 503, try again in a
+/// second. Where even refusals are at their cap, it is closed unanswered.
+fn refuse(app: &App, refusals: &Arc<Semaphore>, mut stream: TcpStream) {
+    let Ok(permit) = Arc::clone(refusals).try_acquire_owned() else {
+        app.metrics.shed("dropped");
+        return;
+    };
+    app.metrics.shed("refused");
+    tokio::spawn(async move {
+        let answer = async {
+            stream.write_all(BUSY.as_bytes()).await?;
+            stream.shutdown().await?;
+            // Read what the client sent until it hangs up, so that it sees the answer
+            // rather than a reset for the unread request.
+            let mut sink = [0; 4096];
+            while stream.read(&mut sink).await? > 0 {}
+            io::Result::Ok(())
+        };
+        let _ = tokio::time::timeout(REFUSAL, answer).await;
+        drop(permit);
+    });
+}
+
+/// The answer to a connection past the cap.
+const BUSY: &str = concat!(
+    "HTTP/1.1 503 Service Unavailable\r\n",
+    "Content-Type: application/json\r\n",
+    "Retry-After: 1\r\n",
+    "Connection: close\r\n",
+    "Content-Length: 75\r\n\r\n",
+    r#"{"error":"the receiver is at its connection cap; deliver again in a second"}"#,
+);
 
 /// Accept errors (out of file descriptors, a connection reset before it was accepted) never
 /// stop the listener: wait a little when the process is short of something, log sparingly.
@@ -149,34 +232,62 @@ impl AcceptBackoff {
     }
 }
 
-/// Counts a request as in flight for as long as it is being answered.
-struct InFlight<'a>(&'a App);
+/// Counts a delivery as in flight for as long as its work runs, answered or not.
+struct InFlight(Arc<App>);
 
-impl<'a> InFlight<'a> {
-    fn enter(app: &'a App) -> Self {
+impl InFlight {
+    fn enter(app: &Arc<App>) -> Self {
         app.in_flight.fetch_add(1, Ordering::SeqCst);
-        InFlight(app)
+        InFlight(Arc::clone(app))
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-/// One request in, one answer and one log line out. The work runs as a task of its own, so
-/// that a panic in it is answered 500 rather than dropping the connection.
+/// One request in, one answer and one log line out. The work runs as a task of its own
+/// that writes the log line itself: hyper drops this future with the connection when the
+/// client goes, and the work must outlive it, its close and its line too.
 async fn respond(
     app: Arc<App>,
+    connection: Arc<Connection>,
+    number: u64,
+    _busy: Busy,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let arrival = Instant::now();
-    let _in_flight = InFlight::enter(&app);
-    let method = request.method().clone();
-    let path = field(request.uri().path(), MAX_LOGGED_PATH);
     let route = Route::of(request.uri().path());
-    let (reply, fields) = match tokio::spawn(handle(Arc::clone(&app), request, arrival)).await {
+    let request = Arrived {
+        request,
+        connection,
+        number,
+        arrival: Instant::now(),
+    };
+    let reply = match tokio::spawn(work(app, request)).await {
+        Ok(reply) => reply,
+        Err(_) => Reply::error(500, "the receiver failed on this delivery; see its log"),
+    };
+    Ok(response(&reply, route))
+}
+
+/// A request as it came in, on its connection: the `number`th there.
+struct Arrived {
+    request: Request<Incoming>,
+    connection: Arc<Connection>,
+    number: u64,
+    arrival: Instant,
+}
+
+/// A request's work, in flight until it ends: its answer, and its log line. The answer is
+/// made in a task of its own, so that a panic in it is answered 500 and logged.
+async fn work(app: Arc<App>, incoming: Arrived) -> Reply {
+    let arrival = incoming.arrival;
+    let _in_flight = InFlight::enter(&app);
+    let method = incoming.request.method().clone();
+    let path = field(incoming.request.uri().path(), MAX_LOGGED_PATH);
+    let (reply, fields) = match tokio::spawn(handle(Arc::clone(&app), incoming)).await {
         Ok(done) => done,
         Err(failed) => {
             let fields = LogFields {
@@ -188,7 +299,7 @@ async fn respond(
         }
     };
     app.log_delivery(&method, &path, &reply, &fields, arrival);
-    Ok(response(&reply, route))
+    reply
 }
 
 /// Where a request goes, by its path.
@@ -265,9 +376,9 @@ fn health(app: &App) -> Reply {
     }
 }
 
-async fn handle(app: Arc<App>, request: Request<Incoming>, arrival: Instant) -> (Reply, LogFields) {
+async fn handle(app: Arc<App>, arrived: Arrived) -> (Reply, LogFields) {
     let mut fields = LogFields::default();
-    let (parts, body) = request.into_parts();
+    let (parts, body) = arrived.request.into_parts();
     let path = parts.uri.path();
     let reply = match (Route::of(path), &parts.method) {
         (Route::Health, &Method::GET | &Method::HEAD) => health(&app),
@@ -279,11 +390,19 @@ async fn handle(app: Arc<App>, request: Request<Incoming>, arrival: Instant) -> 
             Err(error) => Reply::error(503, app.redact(&error.to_string())),
         },
         (Route::Source(source), &Method::POST) => {
-            match read_body(&app, &parts, body, arrival).await {
-                Ok(body) => {
-                    let deadline = arrival + BUDGET;
-                    intake::deliver(&app, source, &parts, &body, deadline, &mut fields).await
-                }
+            let on = (&arrived.connection, arrived.number, arrived.arrival);
+            let admitted = too_large(&parts).and_then(|()| source.admit(&app.settings, &parts));
+            match admitted
+                .map_err(Reply::hang_up)
+                .map(|()| read_body(&app, &parts, body, on))
+            {
+                Ok(read) => match read.await {
+                    Ok((body, _held)) => {
+                        let deadline = arrived.arrival + BUDGET;
+                        intake::deliver(&app, source, &parts, &body, deadline, &mut fields).await
+                    }
+                    Err(reply) => reply,
+                },
                 Err(reply) => reply,
             }
         }
@@ -302,33 +421,51 @@ async fn handle(app: Arc<App>, request: Request<Incoming>, arrival: Instant) -> 
     (reply, fields)
 }
 
-/// The body, at most [`MAX_BODY`] bytes and within [`BODY_TIMEOUT`] of the head; cut short
-/// (and the connection closed) when the receiver stops.
+/// The body's length, where the head says it.
+fn declared_length(parts: &hyper::http::request::Parts) -> Option<u64> {
+    let length = parts.headers.get(CONTENT_LENGTH)?;
+    length.to_str().ok()?.parse().ok()
+}
+
+/// A body declared over [`MAX_BODY`] is refused before a byte of it is read.
+fn too_large(parts: &hyper::http::request::Parts) -> Result<(), Reply> {
+    match declared_length(parts).is_some_and(|length| length > MAX_BODY as u64) {
+        true => Err(over_limit()),
+        false => Ok(()),
+    }
+}
+
+fn over_limit() -> Reply {
+    Reply::error(413, format!("the body is over {MAX_BODY} bytes")).hang_up()
+}
+
+/// Memory for bodies being read or worked on, all requests together (each takes what its
+/// `Content-Length` says, or [`MAX_BODY`] where it does not say).
+pub const BODIES: usize = 64 << 20;
+
+/// The body, at most [`MAX_BODY`] bytes and within [`BODY_TIMEOUT`] of the head, with its
+/// share of [`BODIES`] (held until it is dropped); cut short (and the connection closed)
+/// when the receiver stops or when a chunk announces more than the limit.
 async fn read_body(
     app: &App,
     parts: &hyper::http::request::Parts,
     body: Incoming,
-    arrival: Instant,
-) -> Result<Bytes, Reply> {
-    let too_large = || Reply::error(413, format!("the body is over {MAX_BODY} bytes")).hang_up();
-    let declared = parts
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    // Refused before a byte of it is read: the rest is never drained.
-    if declared.is_some_and(|length| length > MAX_BODY as u64) {
-        return Err(too_large());
-    }
+    (connection, number, arrival): (&Arc<Connection>, u64, Instant),
+) -> Result<(Bytes, OwnedSemaphorePermit), Reply> {
+    let declared = declared_length(parts);
+    let share = declared.map_or(MAX_BODY as u32, |length| length.max(1) as u32);
+    let deadline = (arrival + BODY_TIMEOUT).into();
     let mut stopping = app.stopping.subscribe();
-    let read = tokio::time::timeout_at(
-        (arrival + BODY_TIMEOUT).into(),
-        Limited::new(body, MAX_BODY).collect(),
-    );
+    let read = async {
+        let held = Arc::clone(&app.bodies).acquire_many_owned(share).await;
+        let held = held.expect("never closed");
+        let collected = Limited::new(body, MAX_BODY).collect().await;
+        collected.map(|collected| (collected.to_bytes(), held))
+    };
     tokio::select! {
-        read = read => match read {
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
-            Ok(Err(err)) if err.is::<LengthLimitError>() => Err(too_large()),
+        read = tokio::time::timeout_at(deadline, read) => match read {
+            Ok(Ok(read)) => Ok(read),
+            Ok(Err(err)) if err.is::<LengthLimitError>() => Err(over_limit()),
             Ok(Err(err)) => Err(Reply::error(400, format!("cannot read the body: {err}")).hang_up()),
             Err(_) => Err(Reply::error(
                 408,
@@ -336,6 +473,7 @@ async fn read_body(
             )
             .hang_up()),
         },
+        () = connection.oversized(number) => Err(over_limit()),
         _ = stopping.wait_for(|stopping| *stopping) => Err(Reply::error(
             503,
             "the receiver is stopping; deliver again",
@@ -363,29 +501,54 @@ fn response(reply: &Reply, route: Route) -> Response<Full<Bytes>> {
     response
 }
 
-/// File descriptors kept for everything but client connections: closes under way, the
-/// agents' idle connections to Coveralls, the listener and the standard streams.
-const RESERVED_FILES: u64 = 320;
+/// File descriptors kept for everything but client connections: the listener, the standard
+/// streams, the store's files, lookups; the closes under way; the agents' idle connections
+/// to Coveralls, all endpoints together; connections past the cap being refused, and ended
+/// ones lingering to read a body they were answered before.
+const RESERVED_FILES: u64 = 64
+    + super::closer::ATTEMPTS_AT_ONCE as u64
+    + super::projects::POOLED_CONNECTIONS as u64
+    + 2 * MAX_SPARE as u64;
 /// The most client connections open at once, whatever the file limit allows.
 const MAX_CONNECTIONS: u64 = 4096;
+/// Connections refused (503) at once, and as many lingering: each holds a descriptor for a
+/// second at most.
+const MAX_SPARE: usize = 64;
+
+/// What the open-file limit allows client connections.
+pub struct Budget {
+    /// Open at once.
+    pub connections: usize,
+    /// Refused (503) at once past them, and as many ended ones lingering.
+    pub spare: usize,
+    /// How the cap was set, for the log.
+    pub note: String,
+}
 
 /// The cap on open client connections, sized to the open-file limit (raised first, as far as
-/// the hard limit allows), so that the process never runs out of file descriptors; and a
-/// note for the log on how the cap was set.
-pub fn connection_cap() -> (usize, Option<String>) {
+/// the hard limit allows), so that the process never runs out of file descriptors.
+pub fn budget() -> Budget {
     let files = open_file_limit();
-    let cap = match files {
-        None => MAX_CONNECTIONS,
-        Some(files) if files >= RESERVED_FILES + 64 => {
-            (files - RESERVED_FILES).min(MAX_CONNECTIONS)
-        }
+    let (cap, spare) = match files {
+        None => (MAX_CONNECTIONS, MAX_SPARE as u64),
+        Some(files) if files >= RESERVED_FILES + 64 => (
+            (files - RESERVED_FILES).min(MAX_CONNECTIONS),
+            MAX_SPARE as u64,
+        ),
         // A very low limit: keep most of it for closes.
-        Some(files) => (files / 4).max(1),
+        Some(files) => ((files / 4).max(1), (files / 16).max(1)),
     };
-    let note = files
-        .filter(|_| cap < MAX_CONNECTIONS)
-        .map(|files| format!("the open-file limit is {files}; more wait to be accepted"));
-    (usize::try_from(cap).unwrap_or(usize::MAX), note)
+    let note = match files {
+        Some(files) if cap < MAX_CONNECTIONS => format!("the open-file limit is {files}"),
+        _ => "the most it takes".to_owned(),
+    };
+    Budget {
+        connections: usize::try_from(cap).unwrap_or(usize::MAX),
+        spare: spare as usize,
+        note: format!(
+            "{note}; at the cap the longest idle is cut for a newcomer, or it is answered 503"
+        ),
+    }
 }
 
 /// The soft open-file limit, after raising it towards the hard one; `None` when unlimited.

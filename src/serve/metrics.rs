@@ -23,6 +23,11 @@ struct DeliveryLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShedLabels {
+    how: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AttemptLabels {
     result: &'static str,
 }
@@ -36,6 +41,7 @@ pub struct Metrics {
     failed: Gauge,
     oldest_pending: Gauge<f64, AtomicU64>,
     commits: Counter,
+    shed: Family<ShedLabels, Counter>,
 }
 
 impl Metrics {
@@ -50,6 +56,7 @@ impl Metrics {
             failed: Gauge::default(),
             oldest_pending: Gauge::default(),
             commits: Counter::default(),
+            shed: Family::default(),
         };
         let mut registry = metrics.registry;
         registry.register(
@@ -87,10 +94,21 @@ impl Metrics {
             "Transactions the store committed, each with every delivery waiting for it",
             metrics.commits.clone(),
         );
+        registry.register(
+            "connections_shed",
+            "Connections at the cap: the longest idle cut for a newcomer (idle), a newcomer \
+             answered 503 (refused) or closed unanswered (dropped)",
+            metrics.shed.clone(),
+        );
         Metrics {
             registry,
             ..metrics
         }
+    }
+
+    /// A connection went at the cap: `idle`, `refused` or `dropped`.
+    pub fn shed(&self, how: &'static str) {
+        self.shed.get_or_create(&ShedLabels { how }).inc();
     }
 
     /// A delivery on `source`'s route was answered with `outcome` (closed, queued,

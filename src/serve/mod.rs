@@ -6,8 +6,10 @@
 compile_error!("the receiver (feature `serve`) needs panic = \"unwind\"; see Cargo.toml");
 
 mod closer;
+mod connections;
 mod deliveries;
 mod failpoint;
+mod framing;
 mod healthcheck;
 mod http;
 mod intake;
@@ -53,9 +55,11 @@ struct App {
     store: Arc<Store>,
     closer: closer::Handle,
     metrics: Metrics,
-    max_connections: usize,
-    /// Requests being answered: a stop waits for them.
+    budget: http::Budget,
+    /// Requests at work, answered or not: a stop waits for them.
     in_flight: AtomicUsize,
+    /// Memory for bodies, in bytes: [`http::BODIES`] for all of them at once.
+    bodies: Arc<tokio::sync::Semaphore>,
     stopping: watch::Sender<bool>,
 }
 
@@ -70,7 +74,7 @@ pub fn run(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
         .max_blocking_threads(BLOCKING_THREADS)
         .build()
         .map_err(|err| Error::config(format!("cannot start the receiver's runtime: {err}")))?;
-    let (max_connections, limit_note) = http::connection_cap();
+    let budget = http::budget();
     let (handle, submissions) = closer::channel();
     let log = log::Log::to_stderr()
         .map_err(|err| Error::config(format!("cannot start the log's writer: {err}")))?;
@@ -81,8 +85,9 @@ pub fn run(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
         store,
         closer: handle,
         metrics: Metrics::new(),
-        max_connections,
+        budget,
         in_flight: AtomicUsize::new(0),
+        bodies: Arc::new(tokio::sync::Semaphore::new(http::BODIES)),
         stopping: watch::Sender::new(false),
     });
     let served = runtime.block_on(async {
@@ -92,7 +97,7 @@ pub fn run(flags: &Flags, env: &Env, ui: &mut Reporter) -> Result<(), Error> {
             .await
             .map_err(cannot_listen)?;
         let address = listener.local_addr().map_err(cannot_listen)?;
-        introduce(&app, address, limit_note.as_deref());
+        introduce(&app, address);
         let app_in_panics = Arc::clone(&app);
         std::panic::set_hook(Box::new(move |info| {
             app_in_panics.log_line(&format!("panic: {}", log::field(&info.to_string(), 500)));
@@ -147,7 +152,7 @@ fn stopped(app: &App, unanswered: usize) -> Result<(), Error> {
 pub fn help() -> String {
     let mut text = wrap(&sources::environment_help(), 80);
     text += &wrap(&http::routes_help(), 80);
-    text += "Stops on SIGTERM or SIGINT after answering what is in flight.\n";
+    text += "Stops on SIGTERM, SIGINT or SIGHUP after answering what is in flight.\n";
     text
 }
 
@@ -170,7 +175,7 @@ fn wrap(text: &str, width: usize) -> String {
 }
 
 /// The first lines of the log: where it listens and what it will do.
-fn introduce(app: &App, address: SocketAddr, limit_note: Option<&str>) {
+fn introduce(app: &App, address: SocketAddr) {
     let settings = &app.settings;
     app.log_always(&format!(
         "coveralls-finish {} serve: listening on http://{address}",
@@ -189,32 +194,37 @@ fn introduce(app: &App, address: SocketAddr, limit_note: Option<&str>) {
     ));
     app.log_always(&format!(
         "at most {} connections at once ({}); {} closes at once",
-        app.max_connections,
-        limit_note.unwrap_or("more wait to be accepted"),
+        app.budget.connections,
+        app.budget.note,
         closer::ATTEMPTS_AT_ONCE
     ));
 }
 
-/// SIGTERM or SIGINT (Ctrl-C).
+/// SIGTERM, SIGINT (Ctrl-C) or SIGHUP (a closed terminal, or a supervisor's reload): each
+/// a stop that answers what is in flight, since the receiver has nothing to reload.
 async fn stop_signal() {
     let interrupt = async {
         let _ = tokio::signal::ctrl_c().await;
     };
     #[cfg(unix)]
-    let terminate = async {
+    let others = async {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                terminate.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+        let (Ok(mut terminate), Ok(mut hangup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = hangup.recv() => {}
         }
     };
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
+    let others = std::future::pending::<()>();
     tokio::select! {
         () = interrupt => {}
-        () = terminate => {}
+        () = others => {}
     }
 }
 

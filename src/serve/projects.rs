@@ -25,6 +25,11 @@ const MIN_SECRET: usize = 8;
 /// Agents (each with a connection pool of its own) the closes to one endpoint take turns
 /// on: threads sharing one pool wait on each other. As many as attempts run at once.
 const AGENTS: usize = super::closer::ATTEMPTS_AT_ONCE;
+/// Idle connections to Coveralls kept alive, every endpoint's agents together: the receiver
+/// keeps this many file descriptors for them, whatever the number of projects.
+pub const POOLED_CONNECTIONS: usize = 256;
+/// The most each agent keeps: more than one attempt may take turns on it.
+const MAX_IDLE_PER_AGENT: usize = 8;
 
 pub struct Settings {
     pub listen: String,
@@ -264,15 +269,22 @@ fn index(projects: &[Project]) -> Index {
     (by_name, by_id)
 }
 
-/// The agents of each endpoint, made once and given to every project of it.
+/// The agents of each endpoint, made once and given to every project of it; their idle
+/// connections within [`POOLED_CONNECTIONS`] (with more endpoints than that allows for, an
+/// attempt connects afresh).
 fn share_agents(projects: &mut [Project], env: &Env) -> Result<(), Error> {
+    let endpoints: HashSet<&str> = projects
+        .iter()
+        .map(|project| project.coveralls.endpoint.as_str())
+        .collect();
+    let idle = idle_per_agent(endpoints.len());
     let mut made: HashMap<String, Arc<[Agent]>> = HashMap::new();
     for project in projects {
         let endpoint = &project.coveralls.endpoint;
         let agents = match made.get(endpoint) {
             Some(agents) => Arc::clone(agents),
             None => {
-                let agents: Arc<[Agent]> = client::agents(endpoint, env, AGENTS)?.into();
+                let agents: Arc<[Agent]> = client::agents(endpoint, env, AGENTS, idle)?.into();
                 made.insert(endpoint.clone(), Arc::clone(&agents));
                 agents
             }
@@ -280,6 +292,11 @@ fn share_agents(projects: &mut [Project], env: &Env) -> Result<(), Error> {
         project.agents = agents;
     }
     Ok(())
+}
+
+/// Idle connections each agent keeps, with `endpoints` endpoints' agents in all.
+fn idle_per_agent(endpoints: usize) -> usize {
+    (POOLED_CONNECTIONS / (endpoints.max(1) * AGENTS)).min(MAX_IDLE_PER_AGENT)
 }
 
 /// The store's settings, each checked; errors name the flag or variable.

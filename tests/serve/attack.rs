@@ -10,7 +10,7 @@ use crate::receiver::{
 #[cfg(unix)]
 use crate::signal;
 use crate::support::{CLOSED, Reply, Server, binary, json, under_wine};
-use crate::{assert_still_closes, closing, error};
+use crate::{SIGNATURE_TO_CHECK, assert_still_closes, closing, error};
 
 #[test]
 fn an_absurd_content_length_is_refused_at_once_never_a_crash() {
@@ -19,8 +19,8 @@ fn an_absurd_content_length_is_refused_at_once_never_a_crash() {
     for path in ["/circleci", magnum.as_str(), "/nope"] {
         for length in ["18446744073709551615", "99999999999999", "1048577"] {
             let mut raw = Raw::connect(receiver.addr());
-            raw.send(&head("POST", path, &[("Content-Length", length)]))
-                .unwrap();
+            let headers = [("Content-Length", length), SIGNATURE_TO_CHECK];
+            raw.send(&head("POST", path, &headers)).unwrap();
             let started = Instant::now();
             let answer = raw.answer().expect("an answer");
             assert!(
@@ -263,8 +263,12 @@ fn sigterm_cuts_slow_and_idle_connections_and_exits_in_time() {
     let (_coveralls, mut receiver) = closing();
     let mut slow = Raw::connect(receiver.addr());
     // More than a server reads ahead with the head, so that only a body timeout ends it.
-    slow.send(&head("POST", "/circleci", &[("Content-Length", "5000")]))
-        .unwrap();
+    slow.send(&head(
+        "POST",
+        "/circleci",
+        &[("Content-Length", "5000"), SIGNATURE_TO_CHECK],
+    ))
+    .unwrap();
     let _idle = Raw::connect(receiver.addr());
     thread::sleep(Duration::from_millis(200));
     let started = Instant::now();

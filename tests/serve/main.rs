@@ -36,6 +36,13 @@ fn closing() -> (Server, Receiver) {
     (coveralls, receiver)
 }
 
+/// A CircleCI signature header well-formed enough to get the body read (it is checked only
+/// against the body): for the tests of what happens while a body is read.
+const SIGNATURE_TO_CHECK: (&str, &str) = (
+    "circleci-signature",
+    "v1=0000000000000000000000000000000000000000000000000000000000000000",
+);
+
 /// A signed delivery for a new workflow, answered 200 within `limit`.
 fn assert_still_closes(receiver: &Receiver, workflow: &str, limit: Duration) {
     let started = Instant::now();

@@ -2,7 +2,7 @@
 
 use crate::receiver::{MAGNUM, REPO_TOKEN as TOKEN, Raw, Receiver, SECRET, fixture, head};
 use crate::support::{CLOSED, Server, json};
-use crate::{closing, error};
+use crate::{SIGNATURE_TO_CHECK, closing, error};
 
 #[test]
 fn routes_methods_and_a_source_switched_off() {
@@ -95,7 +95,8 @@ fn a_chunked_body_over_1_mib_is_refused() {
     let (coveralls, receiver) = closing();
     // No length given up front: cut off at 1 MiB all the same.
     let mut raw = Raw::connect(receiver.addr());
-    let mut request = head("POST", "/circleci", &[("Transfer-Encoding", "chunked")]);
+    let headers = [("Transfer-Encoding", "chunked"), SIGNATURE_TO_CHECK];
+    let mut request = head("POST", "/circleci", &headers);
     request.extend_from_slice(format!("{:x}\r\n", (1 << 20) + 1).as_bytes());
     request.extend(std::iter::repeat_n(b'x', (1 << 20) + 1));
     raw.send(&request).unwrap();

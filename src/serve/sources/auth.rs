@@ -38,6 +38,13 @@ impl Signature {
             false => Err(no_match(self.header)),
         }
     }
+
+    /// Whether the header's `value` could be a signature at all, before the body is read:
+    /// missing, empty of the scheme or too long is refused as [`Signature::verify`] would.
+    pub fn present(&self, value: Option<&str>) -> Result<(), Reply> {
+        let prefix = format!("{}=", self.scheme);
+        entries(self.header, value, ',', &prefix, self.scheme).map(drop)
+    }
 }
 
 /// The entries of a signature header `value` that start with `prefix` (at most
@@ -123,7 +130,24 @@ impl StandardWebhook<'_> {
     /// Check the signature with `key` at `now` (seconds since the Unix epoch): the time
     /// first, within [`TOLERANCE`], then the `v1` entries, as [`Signature::verify`] does.
     pub fn verify(&self, key: &[u8], body: &[u8], now: u64) -> Result<(), Reply> {
-        let header = "webhook-signature";
+        let (candidates, id, timestamp) = self.headers(now)?;
+        let message = [id.as_bytes(), b".", timestamp.as_bytes(), b".", body];
+        let candidates = candidates.iter().map(|b64| BASE64.decode(b64).ok());
+        match matches(key, &message, candidates) {
+            true => Ok(()),
+            false => Err(no_match(SIGNATURE_HEADER)),
+        }
+    }
+
+    /// What can be checked before the body is read: the signatures, the id and a time
+    /// within the tolerance of `now`.
+    pub fn present(&self, now: u64) -> Result<(), Reply> {
+        self.headers(now).map(drop)
+    }
+
+    /// The signatures, the id and the time, each there and well-formed.
+    fn headers(&self, now: u64) -> Result<(Vec<&str>, &str, &str), Reply> {
+        let header = SIGNATURE_HEADER;
         let candidates = entries(header, self.signature, ' ', "v1,", "v1")?;
         let (Some(id), Some(timestamp)) = (self.id, self.timestamp) else {
             let why = "missing webhook-id or webhook-timestamp header, which the signature covers";
@@ -141,14 +165,11 @@ impl StandardWebhook<'_> {
             );
             return Err(Reply::error(401, why));
         }
-        let message = [id.as_bytes(), b".", timestamp.as_bytes(), b".", body];
-        let candidates = candidates.iter().map(|b64| BASE64.decode(b64).ok());
-        match matches(key, &message, candidates) {
-            true => Ok(()),
-            false => Err(no_match(header)),
-        }
+        Ok((candidates, id, timestamp))
     }
 }
+
+const SIGNATURE_HEADER: &str = "webhook-signature";
 
 /// The key of a Standard Webhooks signing token: `whsec_` (which the scheme's libraries also
 /// take away where it is there) and the key's bytes in base64; `None` if it is not that.

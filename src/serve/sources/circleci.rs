@@ -55,6 +55,11 @@ impl Source for CircleCi {
         &[SLUG, PROJECT_ID]
     }
 
+    fn admit(&self, settings: &Settings, parts: &Parts) -> Result<(), Reply> {
+        secret(self, settings, &SECRET)?;
+        SIGNATURE.present(header(parts, SIGNATURE.header))
+    }
+
     fn verdict(
         &self,
         settings: &Settings,

@@ -71,6 +71,11 @@ impl Source for GitHub {
 
     /// The signature over the raw body first; then the event, from its header, and its
     /// `action`: never from the run's `status`, which may say `completed` in a `requested`.
+    fn admit(&self, settings: &Settings, parts: &Parts) -> Result<(), Reply> {
+        secret(self, settings, &SECRET)?;
+        SIGNATURE.present(header(parts, SIGNATURE.header))
+    }
+
     fn verdict(
         &self,
         settings: &Settings,

@@ -90,6 +90,15 @@ impl Source for GitLab {
         }
     }
 
+    /// The secret token, and the signature's headers (all but the body's HMAC).
+    fn admit(&self, settings: &Settings, parts: &Parts) -> Result<(), Reply> {
+        self.authenticate_token(settings, parts)?;
+        match settings.secret(SIGNING_TOKEN.name) {
+            Some(_) => signed(parts).present(now()),
+            None => Ok(()),
+        }
+    }
+
     fn verdict(
         &self,
         settings: &Settings,
@@ -109,6 +118,21 @@ impl Source for GitLab {
                 _ => reply,
             })
     }
+}
+
+/// A delivery's Standard Webhooks headers.
+fn signed(parts: &Parts) -> StandardWebhook<'_> {
+    StandardWebhook {
+        id: header(parts, "webhook-id"),
+        timestamp: header(parts, "webhook-timestamp"),
+        signature: header(parts, "webhook-signature"),
+    }
+}
+
+/// Seconds since the Unix epoch.
+fn now() -> u64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH);
+    since.map_or(0, |since| since.as_secs())
 }
 
 /// The parts of a Pipeline Hook we use; the rest of the open map is ignored.
@@ -171,13 +195,7 @@ impl GitLab {
         let Some(key) = signing_key(token.expose()) else {
             return Err(Reply::error(500, "the signing token is not a key"));
         };
-        let signed = StandardWebhook {
-            id: header(parts, "webhook-id"),
-            timestamp: header(parts, "webhook-timestamp"),
-            signature: header(parts, "webhook-signature"),
-        };
-        let now = SystemTime::now().duration_since(UNIX_EPOCH);
-        signed.verify(&key, body, now.map_or(0, |since| since.as_secs()))
+        signed(parts).verify(&key, body, now())
     }
 
     /// An authentic hook: the close of its pipeline's build, if it is a pipeline's end that

@@ -54,6 +54,15 @@ impl Source for Magnum {
         "?secret=..."
     }
 
+    /// The secret in the URL is all there is to check, and needs no body.
+    fn admit(&self, settings: &Settings, parts: &Parts) -> Result<(), Reply> {
+        let secret = secret(self, settings, &SECRET)?;
+        let query = parts.uri.query().unwrap_or("");
+        let given = form_urlencoded::parse(query.as_bytes()).find(|(name, _)| name == "secret");
+        let given = given.as_ref().map(|(_, value)| value.as_bytes());
+        HOOK_SECRET.verify(secret.expose().as_bytes(), given)
+    }
+
     fn verdict(
         &self,
         settings: &Settings,
@@ -61,11 +70,7 @@ impl Source for Magnum {
         body: &[u8],
         log: &mut LogFields,
     ) -> Result<Verdict, Reply> {
-        let secret = secret(self, settings, &SECRET)?;
-        let query = parts.uri.query().unwrap_or("");
-        let given = form_urlencoded::parse(query.as_bytes()).find(|(name, _)| name == "secret");
-        let given = given.as_ref().map(|(_, value)| value.as_bytes());
-        HOOK_SECRET.verify(secret.expose().as_bytes(), given)?;
+        self.admit(settings, parts)?;
         log.event = Some("build".to_owned());
         let hook: Hook = payload(parts, body, "Magnum CI hook")?;
         log.id = hook.id.as_ref().and_then(text);

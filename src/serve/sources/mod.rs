@@ -43,6 +43,12 @@ pub trait Source: Sync {
     fn check(&self, _settings: &Settings) -> Result<(), String> {
         Ok(())
     }
+    /// Whether a delivery may be read at all, from its head alone: what authentication needs
+    /// no body (a secret in the URL or a header, a signature header's presence) is checked
+    /// before a byte of the body is read. [`Source::verdict`] checks all of it again.
+    fn admit(&self, _settings: &Settings, _parts: &Parts) -> Result<(), Reply> {
+        Ok(())
+    }
     /// What one delivery asks for: authenticate it, read it, find its project, decide; an
     /// `Err` is an answer at once, as `Verdict::Answer` is.
     fn verdict(
