@@ -457,22 +457,24 @@ async fn read_body(
     let deadline = (arrival + BODY_TIMEOUT).into();
     let mut stopping = app.stopping.subscribe();
     let read = async {
-        let held = Arc::clone(&app.bodies).acquire_many_owned(share).await;
-        let held = held.expect("never closed");
-        let collected = Limited::new(body, MAX_BODY).collect().await;
-        collected.map(|collected| (collected.to_bytes(), held))
-    };
-    tokio::select! {
-        read = tokio::time::timeout_at(deadline, read) => match read {
-            Ok(Ok(read)) => Ok(read),
+        let held = Arc::clone(&app.bodies).acquire_many_owned(share);
+        let Ok(held) = tokio::time::timeout_at(deadline, held).await else {
+            let why = format!("the receiver holds {BODIES} bytes of bodies; deliver again");
+            return Err(Reply::error(503, why).hang_up());
+        };
+        let collect = Limited::new(body, MAX_BODY).collect();
+        match tokio::time::timeout_at(deadline, collect).await {
+            Ok(Ok(collected)) => Ok((collected.to_bytes(), held.expect("never closed"))),
             Ok(Err(err)) if err.is::<LengthLimitError>() => Err(over_limit()),
             Ok(Err(err)) => Err(Reply::error(400, format!("cannot read the body: {err}")).hang_up()),
-            Err(_) => Err(Reply::error(
-                408,
-                format!("the body did not arrive within {BODY_TIMEOUT:?}"),
-            )
-            .hang_up()),
-        },
+            Err(_) => {
+                let why = format!("the body did not arrive within {BODY_TIMEOUT:?}");
+                Err(Reply::error(408, why).hang_up())
+            }
+        }
+    };
+    tokio::select! {
+        read = read => read,
         () = connection.oversized(number) => Err(over_limit()),
         _ = stopping.wait_for(|stopping| *stopping) => Err(Reply::error(
             503,
