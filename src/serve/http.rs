@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::connections::{Busy, Connection, Connections};
+use super::connections::{Busy, Connection, Connections, WireIo};
 use super::intake::{self, BUDGET};
 use super::log::{LogFields, field};
 use super::reply::Reply;
@@ -103,25 +103,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, stop: impl Future<Outpu
             connections.below(cap, Duration::from_millis(100)).await;
         }
         let (connection, io) = connections.add(stream, MAX_BODY as u64);
-        let service = {
-            let (app, connection, connections) = (&app, &connection, &connections);
-            let (app, connection, connections) = (
-                Arc::clone(app),
-                Arc::clone(connection),
-                Arc::clone(connections),
-            );
-            service_fn(move |request| {
-                let (number, busy) = connection.begin(&connections);
-                respond(
-                    Arc::clone(&app),
-                    Arc::clone(&connection),
-                    number,
-                    busy,
-                    request,
-                )
-            })
-        };
-        let serving = graceful.watch(builder.serve_connection(TokioIo::new(io), service));
+        let serving = graceful.watch(connect(&app, &connections, &connection, io, &builder));
         let connections = Arc::clone(&connections);
         tokio::spawn(async move {
             // Errors are the client's (a reset, a timeout, a malformed head): hyper has
@@ -143,6 +125,32 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, stop: impl Future<Outpu
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     app.in_flight.load(Ordering::SeqCst)
+}
+
+/// hyper serving one connection, each request on it answered by [`respond`].
+fn connect(
+    app: &Arc<App>,
+    connections: &Arc<Connections>,
+    connection: &Arc<Connection>,
+    io: WireIo,
+    builder: &http1::Builder,
+) -> impl hyper_util::server::graceful::GracefulConnection + use<> {
+    let (app, connection, connections) = (
+        Arc::clone(app),
+        Arc::clone(connection),
+        Arc::clone(connections),
+    );
+    let service = service_fn(move |request| {
+        let (number, busy) = connection.begin(&connections);
+        respond(
+            Arc::clone(&app),
+            Arc::clone(&connection),
+            number,
+            busy,
+            request,
+        )
+    });
+    builder.serve_connection(TokioIo::new(io), service)
 }
 
 /// hyper's limits and timeouts for every connection.
@@ -466,7 +474,9 @@ async fn read_body(
         match tokio::time::timeout_at(deadline, collect).await {
             Ok(Ok(collected)) => Ok((collected.to_bytes(), held.expect("never closed"))),
             Ok(Err(err)) if err.is::<LengthLimitError>() => Err(over_limit()),
-            Ok(Err(err)) => Err(Reply::error(400, format!("cannot read the body: {err}")).hang_up()),
+            Ok(Err(err)) => {
+                Err(Reply::error(400, format!("cannot read the body: {err}")).hang_up())
+            }
             Err(_) => {
                 let why = format!("the body did not arrive within {BODY_TIMEOUT:?}");
                 Err(Reply::error(408, why).hang_up())
