@@ -251,7 +251,12 @@ fn attack(url: &str, idle: usize, slow: usize) -> Vec<std::net::TcpStream> {
     let mut trickling: Vec<_> = (0..slow)
         .map(|_| {
             let mut stream = connect();
-            let head = "POST /circleci HTTP/1.1\r\nHost: bench\r\nContent-Length: 100000\r\n\r\n";
+            // A signature well-formed enough for the body to be read (it cannot match).
+            let signature = format!("v1={}", "0".repeat(64));
+            let head = format!(
+                "POST /circleci HTTP/1.1\r\nHost: bench\r\nContent-Length: 100000\r\n\
+                 circleci-signature: {signature}\r\n\r\n"
+            );
             stream.write_all(head.as_bytes()).expect("a slow head");
             stream
         })
