@@ -5,7 +5,7 @@ use hyper::http::request::Parts;
 use serde::Deserialize;
 
 use super::auth::Signature;
-use super::{IdKey, LogFields, Project, Reply, Settings, Source, Var, Verdict};
+use super::{About, IdKey, LogFields, Project, Reply, Settings, Source, Var, Verdict};
 use super::{close, field, header, pong, secret, wanted};
 
 pub struct CircleCi;
@@ -34,25 +34,18 @@ pub const PROJECT_ID: IdKey = IdKey {
     normalize: str::to_owned,
 };
 
+const ABOUT: About = About {
+    name: "circleci",
+    title: "CircleCI",
+    service_name: "circleci",
+    secrets: &[SECRET],
+    keys: &[SLUG, PROJECT_ID],
+    query_help: "",
+};
+
 impl Source for CircleCi {
-    fn name(&self) -> &'static str {
-        "circleci"
-    }
-
-    fn title(&self) -> &'static str {
-        "CircleCI"
-    }
-
-    fn service_name(&self) -> &'static str {
-        "circleci"
-    }
-
-    fn secrets(&self) -> &'static [Var] {
-        &[SECRET]
-    }
-
-    fn keys(&self) -> &'static [IdKey] {
-        &[SLUG, PROJECT_ID]
+    fn about(&self) -> &'static About {
+        &ABOUT
     }
 
     fn admit(&self, settings: &Settings, parts: &Parts) -> Result<(), Reply> {

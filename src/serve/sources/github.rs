@@ -8,7 +8,7 @@ use hyper::http::request::Parts;
 use serde::Deserialize;
 
 use super::auth::Signature;
-use super::{Fields, IdKey, LogFields, Project, Reply, Settings, Source, Var, Verdict};
+use super::{About, Fields, IdKey, LogFields, Project, Reply, Settings, Source, Var, Verdict};
 use super::{any_case, close_with, field, header, payload, pong, secret, wanted_or};
 
 pub struct GitHub;
@@ -35,25 +35,18 @@ pub const REPOSITORY: IdKey = IdKey {
 /// ran (in `skipped`, `startup_failure`, `action_required`, … none did).
 const CONCLUSIONS: &[&str] = &["success", "failure", "cancelled", "timed_out"];
 
+const ABOUT: About = About {
+    name: "github",
+    title: "GitHub",
+    service_name: "github",
+    secrets: &[SECRET],
+    keys: &[REPOSITORY],
+    query_help: "",
+};
+
 impl Source for GitHub {
-    fn name(&self) -> &'static str {
-        "github"
-    }
-
-    fn title(&self) -> &'static str {
-        "GitHub"
-    }
-
-    fn service_name(&self) -> &'static str {
-        "github"
-    }
-
-    fn secrets(&self) -> &'static [Var] {
-        &[SECRET]
-    }
-
-    fn keys(&self) -> &'static [IdKey] {
-        &[REPOSITORY]
+    fn about(&self) -> &'static About {
+        &ABOUT
     }
 
     /// A project must name its workflows, which the one project from the environment cannot.

@@ -11,7 +11,7 @@ use hyper::http::request::Parts;
 use serde::Deserialize;
 
 use super::auth::{SharedSecret, StandardWebhook, signing_key};
-use super::{Fields, IdKey, LogFields, Project, Reply, Settings, Source, Var, Verdict};
+use super::{About, Fields, IdKey, LogFields, Project, Reply, Settings, Source, Var, Verdict};
 use super::{any_case, close_with, field, header, on, payload, wanted_or};
 use crate::serve::projects::PipelineNumber;
 
@@ -56,25 +56,18 @@ pub const PROJECT_ID: IdKey = IdKey {
 /// jobs ran (not `skipped`, nor `running`, `pending`, `created`, …, which are not ends).
 const STATUSES: &[&str] = &["success", "failed", "canceled"];
 
+const ABOUT: About = About {
+    name: "gitlab",
+    title: "GitLab",
+    service_name: "gitlab-ci",
+    secrets: &[SECRET_TOKEN, SIGNING_TOKEN],
+    keys: &[PROJECT, PROJECT_ID],
+    query_help: "",
+};
+
 impl Source for GitLab {
-    fn name(&self) -> &'static str {
-        "gitlab"
-    }
-
-    fn title(&self) -> &'static str {
-        "GitLab"
-    }
-
-    fn service_name(&self) -> &'static str {
-        "gitlab-ci"
-    }
-
-    fn secrets(&self) -> &'static [Var] {
-        &[SECRET_TOKEN, SIGNING_TOKEN]
-    }
-
-    fn keys(&self) -> &'static [IdKey] {
-        &[PROJECT, PROJECT_ID]
+    fn about(&self) -> &'static About {
+        &ABOUT
     }
 
     /// The signing token is a key, which must read as one.

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::auth::SharedSecret;
-use super::{IdKey, LogFields, Reply, Settings, Source, Var, Verdict};
+use super::{About, IdKey, LogFields, Reply, Settings, Source, Var, Verdict};
 use super::{close, field, payload, secret, wanted};
 
 pub struct Magnum;
@@ -29,29 +29,18 @@ pub const PROJECT_ID: IdKey = IdKey {
     normalize: str::to_owned,
 };
 
+const ABOUT: About = About {
+    name: "magnum",
+    title: "Magnum CI",
+    service_name: "magnum",
+    secrets: &[SECRET],
+    keys: &[PROJECT_ID],
+    query_help: "?secret=...",
+};
+
 impl Source for Magnum {
-    fn name(&self) -> &'static str {
-        "magnum"
-    }
-
-    fn title(&self) -> &'static str {
-        "Magnum CI"
-    }
-
-    fn service_name(&self) -> &'static str {
-        "magnum"
-    }
-
-    fn secrets(&self) -> &'static [Var] {
-        &[SECRET]
-    }
-
-    fn keys(&self) -> &'static [IdKey] {
-        &[PROJECT_ID]
-    }
-
-    fn query_help(&self) -> &'static str {
-        "?secret=..."
+    fn about(&self) -> &'static About {
+        &ABOUT
     }
 
     /// The secret in the URL is all there is to check, and needs no body.

@@ -23,20 +23,31 @@ use crate::fields::Fields;
 /// Where webhooks come from: a CI whose deliveries the receiver authenticates, reads, and
 /// turns into a close of the build they name.
 pub trait Source: Sync {
-    /// Its route (`POST /name`), and its name in the log and in a closed build's key.
-    fn name(&self) -> &'static str;
-    /// Its name as people write it, in messages: `CircleCI`.
-    fn title(&self) -> &'static str;
-    /// The `service_name` its CI's uploads send, and so the close (unless a project says
-    /// otherwise).
-    fn service_name(&self) -> &'static str;
-    /// The variables that hold its secrets.
-    fn secrets(&self) -> &'static [Var];
-    /// The projects-file keys that lead its deliveries to a project.
-    fn keys(&self) -> &'static [IdKey];
-    /// What `--help` adds to its route: `?secret=...`.
+    /// What it is called and what it reads: its entry in the table.
+    fn about(&self) -> &'static About;
+    /// [`About::name`].
+    fn name(&self) -> &'static str {
+        self.about().name
+    }
+    /// [`About::title`].
+    fn title(&self) -> &'static str {
+        self.about().title
+    }
+    /// [`About::service_name`].
+    fn service_name(&self) -> &'static str {
+        self.about().service_name
+    }
+    /// [`About::secrets`].
+    fn secrets(&self) -> &'static [Var] {
+        self.about().secrets
+    }
+    /// [`About::keys`].
+    fn keys(&self) -> &'static [IdKey] {
+        self.about().keys
+    }
+    /// [`About::query_help`].
     fn query_help(&self) -> &'static str {
-        ""
+        self.about().query_help
     }
     /// What is wrong with the settings for this source, if it is on: checked at start, the
     /// error naming the variable or key.
@@ -67,6 +78,23 @@ pub const SOURCES: &[&dyn Source] = &[
     &github::GitHub,
     &gitlab::GitLab,
 ];
+
+/// A source's names and what it reads, as data.
+pub struct About {
+    /// Its route (`POST /name`), and its name in the log and in a closed build's key.
+    pub name: &'static str,
+    /// Its name as people write it, in messages: `CircleCI`.
+    pub title: &'static str,
+    /// The `service_name` its CI's uploads send, and so the close (unless a project says
+    /// otherwise).
+    pub service_name: &'static str,
+    /// The variables that hold its secrets.
+    pub secrets: &'static [Var],
+    /// The projects-file keys that lead its deliveries to a project.
+    pub keys: &'static [IdKey],
+    /// What `--help` adds to its route: `?secret=...`.
+    pub query_help: &'static str,
+}
 
 /// A variable that holds a source's secret.
 pub struct Var {
