@@ -184,7 +184,7 @@ fn refuse(app: &App, refusals: &Arc<Semaphore>, mut stream: TcpStream) {
     app.metrics.shed("refused");
     tokio::spawn(async move {
         let answer = async {
-            stream.write_all(BUSY.as_bytes()).await?;
+            stream.write_all(busy().as_bytes()).await?;
             stream.shutdown().await?;
             // Read what the client sent until it hangs up, so that it sees the answer
             // rather than a reset for the unread request.
@@ -198,14 +198,14 @@ fn refuse(app: &App, refusals: &Arc<Semaphore>, mut stream: TcpStream) {
 }
 
 /// The answer to a connection past the cap.
-const BUSY: &str = concat!(
-    "HTTP/1.1 503 Service Unavailable\r\n",
-    "Content-Type: application/json\r\n",
-    "Retry-After: 1\r\n",
-    "Connection: close\r\n",
-    "Content-Length: 75\r\n\r\n",
-    r#"{"error":"the receiver is at its connection cap; deliver again in a second"}"#,
-);
+fn busy() -> String {
+    let body = r#"{"error":"the receiver is at its connection cap; deliver again in a second"}"#;
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n\
+         Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
 
 /// Accept errors (out of file descriptors, a connection reset before it was accepted) never
 /// stop the listener: wait a little when the process is short of something, log sparingly.
@@ -587,4 +587,29 @@ fn open_file_limit() -> Option<u64> {
 #[cfg(not(unix))]
 fn open_file_limit() -> Option<u64> {
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_answer_past_the_cap_is_a_whole_503_that_says_when_to_come_back() {
+        let answer = busy();
+        let mut headers = [httparse::EMPTY_HEADER; 8];
+        let mut response = httparse::Response::new(&mut headers);
+        let Ok(httparse::Status::Complete(head)) = response.parse(answer.as_bytes()) else {
+            panic!("not a response: {answer}");
+        };
+        assert_eq!(response.code, Some(503));
+        let header = |name: &str| {
+            let found = response.headers.iter().find(|h| h.name == name);
+            found.map(|h| String::from_utf8_lossy(h.value).into_owned())
+        };
+        let body = &answer[head..];
+        assert_eq!(header("Content-Length"), Some(body.len().to_string()));
+        assert_eq!(header("Retry-After").as_deref(), Some("1"));
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert!(json["error"].as_str().unwrap().contains("connection cap"));
+    }
 }
