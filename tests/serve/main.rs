@@ -10,6 +10,8 @@ mod attack;
 mod circleci;
 mod closes;
 #[cfg(unix)]
+mod connections;
+#[cfg(unix)]
 mod crash;
 mod github;
 mod gitlab;
