@@ -119,7 +119,7 @@ fn connections_that_never_read_past_the_cap_leave_a_delivery_answered() {
     let cap = connection_cap(&receiver);
     let stalled = stalled_connections(receiver.addr(), cap + 5);
     // Until it has answered what fits in the buffers and is stuck writing the rest.
-    let quiet = wait_until_quiet(receiver.pid(), Duration::from_secs(20));
+    let quiet = wait_until_quiet(receiver.pid(), Duration::from_secs(10));
     println!("quiet after {quiet:?}");
     let addr = receiver.addr();
     let limit = Duration::from_secs(10);
@@ -316,6 +316,8 @@ fn a_crowd_of_silent_connections_that_come_back_leaves_a_delivery_answered_in_ti
         panic!("no answer within {limit:?} beside {CROWD} silent connections (a cap of {cap})")
     });
     println!("{} after {:?}", answer.status, sent.took);
+    // Every other connection is idle: one of them is cut to make room, none is refused.
+    assert!(matches!(answer.status, 200 | 202), "{answer:?}");
 }
 
 #[test]
@@ -353,8 +355,10 @@ fn kept_alive_deliveries_past_the_cap_while_coveralls_stalls_are_each_answered()
         "unanswered within {limit:?} (a cap of {cap}); the answers: {statuses:?}"
     );
     println!("{statuses:?}, the slowest after {slowest:?}");
+    // The closes stuck in Coveralls may take the whole grace (9.5 s) before the stop.
     signal(&receiver, "-TERM");
-    let code = receiver.wait(Duration::from_secs(12));
+    let code = receiver.wait(Duration::from_secs(15));
+    assert!(code.is_some(), "still running 15 s after SIGTERM");
     let stopped = stop_line(&receiver);
     let expected = match code {
         Some(0) => "every delivery in flight was answered",

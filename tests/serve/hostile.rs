@@ -5,7 +5,7 @@
 
 use std::io::{ErrorKind, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use crate::receiver::{
     Answer, MAGNUM, REPO_TOKEN, Raw, Receiver, SECRET, circleci_request, head, resident_kib,
     workflow_event,
 };
-use crate::support::{CLOSED, Reply, Server, Vars, binary, json};
+use crate::support::{CLOSED, Reply, Server, Vars, binary, json, under_wine};
 use crate::{answered_at_once, assert_still_closes};
 #[cfg(unix)]
 use crate::{signal, stop_line};
@@ -348,6 +348,8 @@ impl NeverReading {
         use socket2::{Domain, Socket, Type};
         let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
+        // Windows has no such option: its receiver's writes stall later.
+        #[cfg(unix)]
         socket.set_tcp_mss(536).unwrap();
         socket
             .connect_timeout(&addr.into(), Duration::from_secs(5))
@@ -392,7 +394,7 @@ impl NeverReading {
     }
 
     /// Send the requests, then one more every 200 ms, for at most `limit`: how long after
-    /// `started` the receiver cut the connection, if it did; and when a write last stalled.
+    /// `started` the receiver cut the connection, if it did; and when a write first stalled.
     fn push_until_cut(
         &mut self,
         started: Instant,
@@ -421,13 +423,13 @@ fn a_connection_that_pipelines_and_never_reads_is_cut_off() {
     let (cut, stalled) = never.push_until_cut(started, limit);
     let cut = cut.unwrap_or_else(|| {
         panic!(
-            "still open {limit:?} after it began to send ({} bytes sent; a write last stalled \
+            "still open {limit:?} after it began to send ({} bytes sent; a write first stalled \
              at {stalled:?})",
             never.sent
         )
     });
     println!(
-        "cut after {cut:?}, {} bytes sent; a write last stalled at {stalled:?}",
+        "cut after {cut:?}, {} bytes sent; a write first stalled at {stalled:?}",
         never.sent
     );
     assert_eq!(receiver.get("/healthz"), 200);
@@ -551,8 +553,9 @@ fn a_delivery_whose_sender_goes_away_mid_close_is_closed_logged_and_waited_for_a
     {
         dropped_while_closing(&receiver, &coveralls, id, reset, closes + 1);
         let line = delivery_line(&receiver, id);
-        let closed = format!("build=wf-{id} status=200 outcome=\"closed: 3 jobs\"");
-        assert!(line.contains(&closed), "{line}");
+        let build = format!(" build=wf-{id} ");
+        let closed = line.contains(&build) && line.contains(" outcome=\"closed: 3 jobs\"");
+        assert!(closed, "{line}");
     }
     dropped_while_closing(&receiver, &coveralls, "gone-at-stop", true, 3);
     signal(&receiver, "-TERM");
@@ -718,12 +721,13 @@ fn all_but_the_last_byte(connections: &[Raw], deadline: Instant) -> Vec<usize> {
     sent
 }
 
-/// `count` wrongly signed requests at once: each sent up to its last byte, then (once every
-/// thread of `threads` is that far) the last byte; each one's answer, if it came by `deadline`.
+/// `count` wrongly signed requests at once: each sent up to its last byte, then (once the
+/// `threads` senders are all that far, or by `deadline`) the last byte; each one's answer, if
+/// it came by `deadline`.
 fn unauthenticated_bodies(
     addr: SocketAddr,
     count: usize,
-    threads: &std::sync::Barrier,
+    (threads, ready): (usize, &AtomicUsize),
     deadline: Instant,
 ) -> Vec<Option<u16>> {
     let request = wrongly_signed_request();
@@ -732,7 +736,11 @@ fn unauthenticated_bodies(
         raw.stream().set_nonblocking(true).unwrap();
     }
     let sent = all_but_the_last_byte(&connections, deadline);
-    threads.wait();
+    ready.fetch_add(1, Ordering::SeqCst);
+    while ready.load(Ordering::SeqCst) < threads && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    // Every body as far as it goes, held at once: the peak the memory is measured at.
     thread::sleep(Duration::from_millis(500));
     let mut answers = Vec::new();
     for (mut raw, sent) in connections.into_iter().zip(sent) {
@@ -751,14 +759,15 @@ fn unauthenticated_bodies(
 
 #[test]
 fn bodies_that_cannot_be_authenticated_hold_a_bounded_amount_of_memory() {
-    const CONNECTIONS: usize = 600;
     const THREADS: usize = 8;
+    // Wine's processes have no resident memory to read: the answers alone, to fewer there.
+    let connections = if under_wine() { 80 } else { 600 };
     let (_coveralls, receiver) = crate::closing();
     let (addr, pid) = (receiver.addr(), receiver.pid());
     let before = resident_kib(pid);
     let (done, peak) = (AtomicBool::new(false), AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(25);
-    let barrier = std::sync::Barrier::new(THREADS);
+    let ready = AtomicUsize::new(0);
     let answers: Vec<Option<u16>> = thread::scope(|scope| {
         scope.spawn(|| {
             while !done.load(Ordering::SeqCst) {
@@ -768,9 +777,9 @@ fn bodies_that_cannot_be_authenticated_hold_a_bounded_amount_of_memory() {
         });
         let senders: Vec<_> = (0..THREADS)
             .map(|_| {
-                let barrier = &barrier;
+                let ready = (THREADS, &ready);
                 scope.spawn(move || {
-                    unauthenticated_bodies(addr, CONNECTIONS / THREADS, barrier, deadline)
+                    unauthenticated_bodies(addr, connections / THREADS, ready, deadline)
                 })
             })
             .collect();
@@ -787,9 +796,13 @@ fn bodies_that_cannot_be_authenticated_hold_a_bounded_amount_of_memory() {
             "memory grew from {before} KiB to {peak} KiB"
         );
     }
+    let mut statuses = std::collections::BTreeMap::<Option<u16>, usize>::new();
+    for answer in answers {
+        *statuses.entry(answer).or_default() += 1;
+    }
     let refused = |status: &u16| (400..500).contains(status) || *status == 503;
-    let unanswered = answers.iter().filter(|a| !a.as_ref().is_some_and(refused));
-    assert_eq!(unanswered.count(), 0, "{answers:?}");
+    let others = statuses.keys().filter(|s| !s.as_ref().is_some_and(refused));
+    assert_eq!(others.count(), 0, "answers (none: no answer): {statuses:?}");
     assert_eq!(receiver.get("/healthz"), 200);
 }
 
