@@ -10,6 +10,8 @@ mod attack;
 mod circleci;
 mod closes;
 #[cfg(unix)]
+mod connections;
+#[cfg(unix)]
 mod crash;
 mod github;
 mod gitlab;
@@ -23,7 +25,7 @@ mod store;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use receiver::{Raw, Receiver, SECRET, head, workflow_event};
+use receiver::{Answer, Raw, Receiver, SECRET, head, workflow_event};
 use support::{CLOSED, Server, json};
 
 /// The workflow of the workflow-completed fixture: the build it closes.
@@ -68,16 +70,35 @@ fn signal(receiver: &Receiver, signal: &str) {
     assert!(kill.success(), "kill {signal}");
 }
 
+/// The stop line, `stopped: …`, once the log has it.
+#[cfg(unix)]
+fn stop_line(receiver: &Receiver) -> String {
+    let log = receiver.log_with("stopped: ");
+    let line = log.lines().find(|line| line.contains("stopped: "));
+    line.expect("a line that says it").to_owned()
+}
+
 /// A request to `path` whose head declares `length` bytes of body and carries `headers`,
 /// sent raw (from a thread of its own, since the receiver may answer and hang up before the
-/// head is all sent); its answer, which must come within two seconds, and whether the
-/// connection then closed.
+/// head is all sent); the status of its answer, which must come within two seconds, and
+/// whether the connection then closed.
 fn answer_at_once(
     receiver: &Receiver,
     path: &str,
     length: usize,
     headers: &[(&str, &str)],
 ) -> (u16, bool) {
+    let (answer, closed) = answered_at_once(receiver, path, length, headers);
+    (answer.status, closed)
+}
+
+/// The same, with the whole answer: its head too.
+fn answered_at_once(
+    receiver: &Receiver,
+    path: &str,
+    length: usize,
+    headers: &[(&str, &str)],
+) -> (Answer, bool) {
     let mut raw = Raw::connect(receiver.addr());
     let length = length.to_string();
     let mut all = vec![("Content-Length", length.as_str())];
@@ -93,7 +114,7 @@ fn answer_at_once(
     assert!(took < Duration::from_secs(2), "{path}: {took:?}");
     let closed = raw.closed_within(Duration::from_secs(2)).is_some();
     sending.join().unwrap();
-    (answer.status, closed)
+    (answer, closed)
 }
 
 /// A header's value of `bytes` bytes: `pattern` over and over, as a long signature would be.

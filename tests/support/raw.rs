@@ -19,8 +19,19 @@ pub struct Answer {
 
 impl Raw {
     pub fn connect(addr: SocketAddr) -> Raw {
-        let stream = TcpStream::connect(addr).unwrap();
-        // Every wait bounded: a read or a write that stalls this long fails.
+        Raw::bounded(TcpStream::connect(addr).unwrap())
+    }
+
+    /// A connection made within `limit`, if one was: a listener whose queue of connections
+    /// waiting to be accepted is full drops the attempts until it has room.
+    pub fn connect_within(addr: SocketAddr, limit: Duration) -> Option<Raw> {
+        TcpStream::connect_timeout(&addr, limit)
+            .ok()
+            .map(Raw::bounded)
+    }
+
+    /// Every wait bounded: a read or a write that stalls 20 seconds fails.
+    fn bounded(stream: TcpStream) -> Raw {
         let limit = Some(Duration::from_secs(20));
         stream.set_read_timeout(limit).unwrap();
         stream.set_write_timeout(limit).unwrap();

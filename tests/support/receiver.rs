@@ -16,7 +16,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::support::{Server, binary};
-pub use raw::{Raw, head, resident_kib};
+pub use raw::{Answer, Raw, head, resident_kib};
 pub use senders::{
     GitLabHook, circleci_request, delivery_id, fixture, now, pipeline_hook, workflow_event,
     workflow_run,

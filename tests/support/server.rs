@@ -85,6 +85,8 @@ struct Shared {
     next: AtomicUsize,
     stopping: AtomicBool,
     url: String,
+    /// Answer every request of a connection, as the real Coveralls does, rather than one.
+    keep_alive: bool,
 }
 
 pub struct Server {
@@ -96,7 +98,13 @@ pub struct Server {
 impl Server {
     /// Answers the n-th request with the n-th reply; the last reply repeats.
     pub fn start(script: Vec<Reply>) -> Server {
-        Server::start_with(script, None)
+        Server::start_with(script, None, false)
+    }
+
+    /// The same, but a connection stays open after an answer for the next request, as the
+    /// real Coveralls keeps it: a client's pool of idle connections to it fills up.
+    pub fn start_keeping_alive(script: Vec<Reply>) -> Server {
+        Server::start_with(script, None, true)
     }
 
     /// A server of files by path, like a release's download URLs.
@@ -128,12 +136,16 @@ impl Server {
             )
             .unwrap();
         (
-            Server::start_with(script, Some(Arc::new(config))),
+            Server::start_with(script, Some(Arc::new(config)), false),
             ca_cert.pem(),
         )
     }
 
-    fn start_with(script: Vec<Reply>, tls: Option<Arc<rustls::ServerConfig>>) -> Server {
+    fn start_with(
+        script: Vec<Reply>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        keep_alive: bool,
+    ) -> Server {
         assert!(!script.is_empty());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -145,6 +157,7 @@ impl Server {
             next: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             url: format!("{scheme}://{addr}"),
+            keep_alive,
         });
         let server_shared = Arc::clone(&shared);
         let accepting = thread::spawn(move || {
@@ -275,7 +288,10 @@ fn serve(stream: impl Read + Write, shared: &Shared) -> Result<(), String> {
             thread::sleep(*delay);
             reply = then;
         }
-        return send(stream, reply, &target, shared);
+        send(stream, reply, &target, shared)?;
+        if !shared.keep_alive {
+            return Ok(());
+        }
     }
     Ok(())
 }
@@ -304,7 +320,7 @@ fn send(
                 Some((_, body)) => (200, body.as_slice()),
                 None => (404, b"Not Found".as_slice()),
             };
-            answer(stream, status, &[], body);
+            answer(stream, status, &[], body, shared.keep_alive);
             Ok(())
         }
         Reply::Answer {
@@ -313,15 +329,27 @@ fn send(
             body,
         } => {
             let body = String::from_utf8_lossy(body).replace("{server}", &shared.url);
-            answer(stream, *status, headers, body.as_bytes());
+            answer(stream, *status, headers, body.as_bytes(), shared.keep_alive);
             Ok(())
         }
     }
 }
 
-fn answer(stream: &mut impl Write, status: u16, headers: &[(String, String)], body: &[u8]) {
+/// Write an answer; unless the connection is to be kept alive, it says `Connection: close`.
+fn answer(
+    stream: &mut impl Write,
+    status: u16,
+    headers: &[(String, String)],
+    body: &[u8],
+    keep_alive: bool,
+) {
+    let close = if keep_alive {
+        ""
+    } else {
+        "Connection: close\r\n"
+    };
     let mut head = format!(
-        "HTTP/1.1 {status} Scripted\r\nContent-Length: {}\r\nConnection: close\r\n",
+        "HTTP/1.1 {status} Scripted\r\nContent-Length: {}\r\n{close}",
         body.len()
     );
     for (name, value) in headers {
