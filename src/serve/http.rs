@@ -95,7 +95,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, stop: impl Future<Outpu
         let cap = app.budget.connections;
         if connections.len() >= cap {
             if !connections.cut_longest_idle() {
-                refuse(&app, &refusals, stream);
+                refuse(&app, &refusals, stream).await;
                 continue;
             }
             app.metrics.shed("idle");
@@ -171,13 +171,20 @@ fn builder() -> http1::Builder {
     builder
 }
 
-/// How long a refusal may take, its answer and the wait for the client to hang up.
+/// How long a refusal may take, its answer and the read of what the client sent.
 const REFUSAL: Duration = Duration::from_secs(1);
+/// A refused client that sends nothing for this long has sent its request: closing then
+/// leaves nothing unread, so it sees the answer and an end, not a reset.
+const REFUSAL_QUIET: Duration = Duration::from_millis(100);
+/// How long the accept loop waits for a refusal's place before closing a connection
+/// unanswered.
+const REFUSAL_PLACE: Duration = Duration::from_millis(100);
 
 /// Answer a connection past the cap, none of whose places is idle: 503, try again in a
-/// second. Where even refusals are at their cap, it is closed unanswered.
-fn refuse(app: &App, refusals: &Arc<Semaphore>, mut stream: TcpStream) {
-    let Ok(permit) = Arc::clone(refusals).try_acquire_owned() else {
+/// second. Where even refusals are all taken for a while, it is closed unanswered.
+async fn refuse(app: &App, refusals: &Arc<Semaphore>, mut stream: TcpStream) {
+    let place = tokio::time::timeout(REFUSAL_PLACE, Arc::clone(refusals).acquire_owned());
+    let Ok(Ok(place)) = place.await else {
         app.metrics.shed("dropped");
         return;
     };
@@ -186,14 +193,16 @@ fn refuse(app: &App, refusals: &Arc<Semaphore>, mut stream: TcpStream) {
         let answer = async {
             stream.write_all(busy().as_bytes()).await?;
             stream.shutdown().await?;
-            // Read what the client sent until it hangs up, so that it sees the answer
-            // rather than a reset for the unread request.
             let mut sink = [0; 4096];
-            while stream.read(&mut sink).await? > 0 {}
+            while let Ok(read) = tokio::time::timeout(REFUSAL_QUIET, stream.read(&mut sink)).await {
+                if read? == 0 {
+                    break;
+                }
+            }
             io::Result::Ok(())
         };
         let _ = tokio::time::timeout(REFUSAL, answer).await;
-        drop(permit);
+        drop(place);
     });
 }
 
