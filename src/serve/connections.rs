@@ -20,6 +20,9 @@ use tokio_io_timeout::TimeoutStream;
 
 use super::framing::Framing;
 
+/// A connection is cut for a newcomer only once it has been quiet this long.
+const QUIET: Duration = Duration::from_millis(100);
+
 /// A write (an answer) that makes no progress for this long ends the connection: a client
 /// that sends requests and never reads the answers holds nothing for longer.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,8 +32,9 @@ pub struct Connection {
     id: u64,
     /// Requests being answered.
     answering: AtomicUsize,
-    /// When it last became idle (milliseconds since the registry began).
-    idle_since: AtomicU64,
+    /// When it last received bytes or finished an answer, in milliseconds since `began`.
+    active: AtomicU64,
+    began: Instant,
     /// Requests begun, counted as [`Framing`] counts heads.
     begun: AtomicU64,
     /// The number of the request whose chunks announced more than the body limit.
@@ -43,12 +47,11 @@ pub struct Connection {
 impl Connection {
     /// A request begins: the connection is busy until the guard is dropped. The request's
     /// number, for [`Connection::oversized`].
-    pub fn begin(self: &Arc<Self>, registry: &Arc<Connections>) -> (u64, Busy) {
+    pub fn begin(self: &Arc<Self>) -> (u64, Busy) {
         self.answering.fetch_add(1, Ordering::SeqCst);
         let number = self.begun.fetch_add(1, Ordering::SeqCst) + 1;
         let busy = Busy {
             connection: Arc::clone(self),
-            registry: Arc::clone(registry),
         };
         (number, busy)
     }
@@ -61,6 +64,17 @@ impl Connection {
 
     fn idle(&self) -> bool {
         self.answering.load(Ordering::SeqCst) == 0
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.began.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Idle, and quiet for [`QUIET`] at least: nothing received, nothing answered. A client
+    /// whose request is on its way (connected a moment ago, or sending its head) is not.
+    fn cuttable(&self, now: u64) -> bool {
+        let quiet = now.saturating_sub(self.active.load(Ordering::SeqCst));
+        self.idle() && quiet >= QUIET.as_millis() as u64 && !self.cutting.load(Ordering::SeqCst)
     }
 
     /// Resolves when the connection is asked to go and is idle.
@@ -77,14 +91,13 @@ impl Connection {
 /// A request being answered; idle again once dropped.
 pub struct Busy {
     connection: Arc<Connection>,
-    registry: Arc<Connections>,
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        let now = self.registry.now();
-        self.connection.idle_since.store(now, Ordering::SeqCst);
-        self.connection.answering.fetch_sub(1, Ordering::SeqCst);
+        let connection = &self.connection;
+        connection.active.store(connection.now(), Ordering::SeqCst);
+        connection.answering.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -99,7 +112,6 @@ const LINGER_BYTES: usize = 2 << 20;
 pub struct Connections {
     open: Mutex<HashMap<u64, Arc<Connection>>>,
     next: AtomicU64,
-    began: Instant,
     /// One removed.
     removed: Notify,
     /// Places for ended connections still reading a body they were answered before.
@@ -112,14 +124,9 @@ impl Connections {
         Connections {
             open: Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
-            began: Instant::now(),
             removed: Notify::new(),
             lingering: Arc::new(Semaphore::new(lingering)),
         }
-    }
-
-    fn now(&self) -> u64 {
-        u64::try_from(self.began.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     fn open(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Connection>>> {
@@ -135,7 +142,8 @@ impl Connections {
         let connection = Arc::new(Connection {
             id: self.next.fetch_add(1, Ordering::SeqCst),
             answering: AtomicUsize::new(0),
-            idle_since: AtomicU64::new(self.now()),
+            active: AtomicU64::new(0),
+            began: Instant::now(),
             begun: AtomicU64::new(0),
             oversized: watch::Sender::new(0),
             cut: Notify::new(),
@@ -172,13 +180,14 @@ impl Connections {
         let _ = tokio::time::timeout(limit, wait).await;
     }
 
-    /// Ask the connection idle the longest to go, for a newcomer; false where none is idle.
+    /// Ask the connection quiet the longest to go, for a newcomer; false where none is
+    /// idle and quiet.
     pub fn cut_longest_idle(&self) -> bool {
         let open = self.open();
         let idle = open
             .values()
-            .filter(|c| c.idle() && !c.cutting.load(Ordering::SeqCst))
-            .min_by_key(|c| c.idle_since.load(Ordering::SeqCst));
+            .filter(|c| c.cuttable(c.now()))
+            .min_by_key(|c| c.began + Duration::from_millis(c.active.load(Ordering::SeqCst)));
         match idle {
             Some(connection) => {
                 connection.cutting.store(true, Ordering::SeqCst);
@@ -256,6 +265,10 @@ impl AsyncRead for Wire {
         let wire = self.get_mut();
         let before = buf.filled().len();
         ready!(wire.stream().poll_read(cx, buf))?;
+        if buf.filled().len() > before {
+            let connection = &wire.connection;
+            connection.active.store(connection.now(), Ordering::SeqCst);
+        }
         if let Some(number) = wire.framing.feed(&buf.filled()[before..]) {
             wire.connection.oversized.send_replace(number);
         }

@@ -103,7 +103,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, stop: impl Future<Outpu
             connections.below(cap, Duration::from_millis(100)).await;
         }
         let (connection, io) = connections.add(stream, MAX_BODY as u64);
-        let serving = graceful.watch(connect(&app, &connections, &connection, io, &builder));
+        let serving = graceful.watch(connect(&app, &connection, io, &builder));
         let connections = Arc::clone(&connections);
         tokio::spawn(async move {
             // Errors are the client's (a reset, a timeout, a malformed head): hyper has
@@ -130,18 +130,13 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, stop: impl Future<Outpu
 /// hyper serving one connection, each request on it answered by [`respond`].
 fn connect(
     app: &Arc<App>,
-    connections: &Arc<Connections>,
     connection: &Arc<Connection>,
     io: WireIo,
     builder: &http1::Builder,
 ) -> impl hyper_util::server::graceful::GracefulConnection + use<> {
-    let (app, connection, connections) = (
-        Arc::clone(app),
-        Arc::clone(connection),
-        Arc::clone(connections),
-    );
+    let (app, connection) = (Arc::clone(app), Arc::clone(connection));
     let service = service_fn(move |request| {
-        let (number, busy) = connection.begin(&connections);
+        let (number, busy) = connection.begin();
         respond(
             Arc::clone(&app),
             Arc::clone(&connection),
@@ -173,12 +168,12 @@ fn builder() -> http1::Builder {
 
 /// How long a refusal may take, its answer and the read of what the client sent.
 const REFUSAL: Duration = Duration::from_secs(1);
-/// A refused client that sends nothing for this long has sent its request: closing then
-/// leaves nothing unread, so it sees the answer and an end, not a reset.
+/// A refused client that, once it began, sends nothing for this long has sent its request:
+/// closing then leaves nothing unread, so it sees the answer and an end, not a reset.
 const REFUSAL_QUIET: Duration = Duration::from_millis(100);
 /// How long the accept loop waits for a refusal's place before closing a connection
 /// unanswered.
-const REFUSAL_PLACE: Duration = Duration::from_millis(100);
+const REFUSAL_PLACE: Duration = Duration::from_secs(1);
 
 /// Answer a connection past the cap, none of whose places is idle: 503, try again in a
 /// second. Where even refusals are all taken for a while, it is closed unanswered.
@@ -193,7 +188,11 @@ async fn refuse(app: &App, refusals: &Arc<Semaphore>, mut stream: TcpStream) {
         let answer = async {
             stream.write_all(busy().as_bytes()).await?;
             stream.shutdown().await?;
+            // The request's first bytes (or its end) whenever they come, then the rest.
             let mut sink = [0; 4096];
+            if stream.read(&mut sink).await? == 0 {
+                return Ok(());
+            }
             while let Ok(read) = tokio::time::timeout(REFUSAL_QUIET, stream.read(&mut sink)).await {
                 if read? == 0 {
                     break;
