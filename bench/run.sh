@@ -179,9 +179,10 @@ gitlab_project = "bench/receiver"
 workflows = ["test"]
 repo_token = "bench-token"
 EOF
-config=$work/projects.toml start_receiver "$receiver" "$work/serve-sources.log" \
-    GITHUB_WEBHOOK_SECRET=bench-webhook-secret GITLAB_WEBHOOK_SECRET=bench-webhook-secret
 for n in $connections; do
+    # A receiver for each round: a store holds at most 100,000 deliveries.
+    config=$work/projects.toml start_receiver "$receiver" "$work/serve-sources-$n.log" \
+        GITHUB_WEBHOOK_SECRET=bench-webhook-secret GITLAB_WEBHOOK_SECRET=bench-webhook-secret
     for source in circleci github gitlab; do
         load "POST /$source (signed; GitLab's with its secret token), kept alive" "$url" "$deliveries" "$n" --source "$source"
     done
