@@ -17,8 +17,9 @@ fi
 # Each tool is given the stand-in's CA, and nothing else: the machine's own trust settings are
 # left out (an SSL_CERT_DIR makes rustls read every file in it, 7 ms for 300 certificates).
 unset SSL_CERT_DIR SSL_CERT_FILE
-# The last commit whose receiver closed in memory, without a store, measured beside today's.
-old_receiver=304c56a
+# The last commit whose receiver closed in memory, without a store, measured beside today's;
+# BENCH_OLD_RECEIVER=<commit> measures another beside it (the one before a change, say).
+old_receiver=${BENCH_OLD_RECEIVER:-304c56a}
 if [ ! -x /usr/bin/time ]; then
     echo "bench/run.sh needs GNU time for peak RSS: apt-get install time" >&2
     exit 1
