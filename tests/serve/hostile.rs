@@ -20,6 +20,7 @@ use crate::{answered_at_once, assert_still_closes};
 use crate::{signal, stop_line};
 
 /// The usual receiver's variables, for one started another way.
+#[cfg_attr(not(unix), allow(dead_code))]
 fn usual_env(endpoint: &str) -> Vec<(&'static str, String)> {
     vec![
         ("COVERALLS_REPO_TOKEN", REPO_TOKEN.to_owned()),
@@ -29,6 +30,7 @@ fn usual_env(endpoint: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+#[cfg_attr(not(unix), allow(dead_code))]
 fn borrowed<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     env.iter()
         .map(|(name, value)| (*name, value.as_str()))
@@ -37,6 +39,7 @@ fn borrowed<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str
 
 /// `count` requests from 8 threads at once, each answered within 5 seconds, each with a log
 /// line of about 300 bytes (a path that is not a route).
+#[cfg_attr(not(unix), allow(dead_code))]
 fn many_logged_requests(receiver: &Receiver, count: usize) {
     let agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -60,6 +63,7 @@ fn many_logged_requests(receiver: &Receiver, count: usize) {
 
 /// The usual receiver, in front of a Coveralls that closes every build, with a log that
 /// nobody reads once it has said where it listens.
+#[cfg_attr(not(unix), allow(dead_code))]
 fn with_unread_log() -> (Server, Receiver) {
     let coveralls = Server::start(vec![json(200, CLOSED)]);
     let env = usual_env(&coveralls.url());
@@ -160,6 +164,7 @@ fn many_projects(count: usize) -> String {
 }
 
 /// CPU time process `pid` has used, in clock ticks, where the system says (Linux).
+#[cfg_attr(not(unix), allow(dead_code))]
 pub fn cpu_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after_name = &stat[stat.rfind(')')? + 2..];
@@ -513,6 +518,7 @@ fn requests_followed_by_a_half_close_are_answered_and_logged() {
 /// A signed delivery of workflow `wf-{id}`, sent raw, whose sender goes away once Coveralls
 /// has its close (the `closes`-th request there), before any answer: with a reset where
 /// `reset`, else with a FIN.
+#[cfg_attr(not(unix), allow(dead_code))]
 fn dropped_while_closing(
     receiver: &Receiver,
     coveralls: &Server,
@@ -533,6 +539,7 @@ fn dropped_while_closing(
 }
 
 /// The log line of delivery `id`, once the log has it.
+#[cfg_attr(not(unix), allow(dead_code))]
 fn delivery_line(receiver: &Receiver, id: &str) -> String {
     let log = receiver.log_with(&format!(" id={id} "));
     let line = log
@@ -542,6 +549,7 @@ fn delivery_line(receiver: &Receiver, id: &str) -> String {
 }
 
 /// Coveralls' answer to a close, two seconds after it came: time for its sender to go.
+#[cfg_attr(not(unix), allow(dead_code))]
 fn closing_in_two_seconds() -> Server {
     let closed = Box::new(json(200, CLOSED));
     Server::start(vec![Reply::Slow(Duration::from_secs(2), closed)])

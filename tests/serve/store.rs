@@ -1,6 +1,7 @@
 //! The durable store, from the outside: what an outage, a stop, a refusal, a full disk and a
 //! file that is not the receiver's do to the deliveries it accepted; `deliveries`; metrics.
 
+#[cfg(unix)]
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
@@ -8,13 +9,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::receiver::{Receiver, SECRET, workflow_event};
-use crate::support::{CLOSED, Recorded, Reply, Server, binary, json, refused_url};
+#[cfg(unix)]
+use crate::support::refused_url;
+use crate::support::{CLOSED, Recorded, Reply, Server, binary, json};
 
 /// Retries a hundred milliseconds apart: were closes not paced while Coveralls fails, a
 /// test would see ten a second for each.
 const QUICK_RETRIES: (&str, &str) = ("COVERALLS_FINISH_RETRY_SCHEDULE", "100ms");
 
 /// The build each recorded request closes.
+#[cfg_attr(not(unix), allow(dead_code))]
 fn builds(requests: &[Recorded]) -> Vec<String> {
     requests
         .iter()

@@ -24,6 +24,7 @@ impl Raw {
 
     /// A connection made within `limit`, if one was: a listener whose queue of connections
     /// waiting to be accepted is full drops the attempts until it has room.
+    #[cfg_attr(not(unix), allow(dead_code))]
     pub fn connect_within(addr: SocketAddr, limit: Duration) -> Option<Raw> {
         TcpStream::connect_timeout(&addr, limit)
             .ok()

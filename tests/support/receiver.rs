@@ -101,6 +101,7 @@ impl Receiver {
 
     /// A receiver whose standard error nobody reads once it has said where it listens, as
     /// a stalled journald or a stuck pipe would leave it; [`Receiver::resume_log`] reads on.
+    #[cfg_attr(not(unix), allow(dead_code))]
     pub fn with_unread_log(env: &[(&str, &str)]) -> Receiver {
         let mut command = binary();
         command.args(["serve", "--listen", "127.0.0.1:0"]);
@@ -108,6 +109,7 @@ impl Receiver {
     }
 
     /// Read its log again, from where it was left unread.
+    #[cfg_attr(not(unix), allow(dead_code))]
     pub fn resume_log(&mut self) {
         let stderr = self.unread.take().expect("a log left unread");
         let log = Arc::clone(&self.log);
@@ -234,6 +236,7 @@ impl Receiver {
     }
 
     /// Requests the receiver is answering, this one included, as `/healthz` says.
+    #[cfg_attr(not(unix), allow(dead_code))]
     pub fn in_flight(&self) -> u64 {
         let mut response = self
             .agent
@@ -322,6 +325,7 @@ impl Receiver {
     }
 
     /// Wait for the receiver to exit, at most `limit`; its exit code.
+    #[cfg_attr(not(unix), allow(dead_code))]
     pub fn wait(&mut self, limit: Duration) -> Option<i32> {
         self.exit_status(limit).and_then(|status| status.code())
     }
