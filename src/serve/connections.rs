@@ -114,6 +114,8 @@ pub struct Connections {
     next: AtomicU64,
     /// One removed.
     removed: Notify,
+    /// Asked to go and not removed yet: their places are as good as free.
+    being_cut: AtomicUsize,
     /// Places for ended connections still reading a body they were answered before.
     lingering: Arc<Semaphore>,
 }
@@ -125,6 +127,7 @@ impl Connections {
             open: Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
             removed: Notify::new(),
+            being_cut: AtomicUsize::new(0),
             lingering: Arc::new(Semaphore::new(lingering)),
         }
     }
@@ -135,6 +138,12 @@ impl Connections {
 
     pub fn len(&self) -> usize {
         self.open().len()
+    }
+
+    /// Places taken: the open connections but those asked to go.
+    pub fn taken(&self) -> usize {
+        let open = self.open().len();
+        open.saturating_sub(self.being_cut.load(Ordering::SeqCst))
     }
 
     /// A new connection, idle from now, its bytes through a [`Wire`].
@@ -162,7 +171,10 @@ impl Connections {
     }
 
     pub fn remove(&self, connection: &Connection) {
-        self.open().remove(&connection.id);
+        let removed = self.open().remove(&connection.id);
+        if removed.is_some() && connection.cutting.load(Ordering::SeqCst) {
+            self.being_cut.fetch_sub(1, Ordering::SeqCst);
+        }
         self.removed.notify_waiters();
     }
 
@@ -191,6 +203,7 @@ impl Connections {
         match idle {
             Some(connection) => {
                 connection.cutting.store(true, Ordering::SeqCst);
+                self.being_cut.fetch_add(1, Ordering::SeqCst);
                 connection.cut.notify_one();
                 true
             }

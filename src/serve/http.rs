@@ -93,14 +93,16 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, stop: impl Future<Outpu
         };
         backoff.reset();
         let cap = app.budget.connections;
-        if connections.len() >= cap {
+        if connections.taken() >= cap {
             if !connections.cut_longest_idle() {
                 refuse(&app, &refusals, stream).await;
                 continue;
             }
             app.metrics.shed("idle");
-            // Its descriptor back before this one takes a place.
-            connections.below(cap, Duration::from_millis(100)).await;
+            // Descriptors of connections asked to go but not gone yet: a few (the spare
+            // places), never more than the reserve holds.
+            let most = cap + app.budget.spare;
+            connections.below(most, Duration::from_millis(100)).await;
         }
         let (connection, io) = connections.add(stream, MAX_BODY as u64);
         let serving = graceful.watch(connect(&app, &connection, io, &builder));
@@ -171,9 +173,12 @@ const REFUSAL: Duration = Duration::from_secs(1);
 /// A refused client that, once it began, sends nothing for this long has sent its request:
 /// closing then leaves nothing unread, so it sees the answer and an end, not a reset.
 const REFUSAL_QUIET: Duration = Duration::from_millis(100);
+/// How long a refused client may take to send its first bytes: one that sends nothing is
+/// idle, and holds no place longer.
+const REFUSAL_FIRST: Duration = Duration::from_millis(300);
 /// How long the accept loop waits for a refusal's place before closing a connection
 /// unanswered.
-const REFUSAL_PLACE: Duration = Duration::from_secs(1);
+const REFUSAL_PLACE: Duration = Duration::from_millis(300);
 
 /// Answer a connection past the cap, none of whose places is idle: 503, try again in a
 /// second. Where even refusals are all taken for a while, it is closed unanswered.
@@ -188,9 +193,10 @@ async fn refuse(app: &App, refusals: &Arc<Semaphore>, mut stream: TcpStream) {
         let answer = async {
             stream.write_all(busy().as_bytes()).await?;
             stream.shutdown().await?;
-            // The request's first bytes (or its end) whenever they come, then the rest.
+            // The request's first bytes (or its end), if they come soon, then the rest.
             let mut sink = [0; 4096];
-            if stream.read(&mut sink).await? == 0 {
+            let first = tokio::time::timeout(REFUSAL_FIRST, stream.read(&mut sink)).await;
+            if !matches!(first, Ok(Ok(1..))) {
                 return Ok(());
             }
             while let Ok(read) = tokio::time::timeout(REFUSAL_QUIET, stream.read(&mut sink)).await {
